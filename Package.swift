@@ -1,0 +1,37 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "Sockets",
+    // Mutex (Synchronization) needs macOS 15; Linux has it with every Swift 6 toolchain.
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Sockets", targets: ["Sockets"]),
+        .executable(name: "sock", targets: ["sock"]),
+    ],
+    dependencies: [
+        // Errno: the ecosystem's errno vocabulary, so callers can `catch Errno.x` style.
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        // The `sock` command line.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // accept4 and ppoll, which Swift's Glibc module hides behind _GNU_SOURCE.
+        .target(name: "CSockets"),
+        .target(
+            name: "Sockets",
+            dependencies: ["CSockets", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        .executableTarget(
+            name: "sock",
+            dependencies: [
+                "Sockets",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "SocketsTests", dependencies: ["Sockets"]),
+        // Depends on the executable so `swift test` builds `sock`, which these tests run as a process.
+        .testTarget(name: "sockTests", dependencies: ["sock", "Sockets"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,15 @@
+#ifdef __linux__
+#define _GNU_SOURCE
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include "CSockets.h"
+
+int csockets_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
+    return accept4(fd, addr, len, flags);
+}
+
+int csockets_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout) {
+    return ppoll(fds, n, timeout, NULL);
+}
+#endif

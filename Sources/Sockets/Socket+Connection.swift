@@ -1,0 +1,209 @@
+import SystemPackage
+
+extension Socket {
+    /// Binds the socket to a local address (`bind(2)`). Port 0 asks the OS for a free
+    /// port; read it back with ``localAddress``. Does not block.
+    ///
+    /// - Throws: ``SocketError`` — `.addressInUse`, `.addressNotAvailable` (not a local
+    ///   address), `.permissionDenied` (a privileged port), `.invalidArgument` (an address
+    ///   of another family, or the socket is already bound), `.closed`.
+    public func bind(to address: SocketAddress) throws(SocketError) {
+        try checkFamily(address, .bind)
+        try withDescriptor(.bind, address: address) { fd, _ throws(SocketError) in
+            do throws(Errno) {
+                try Sys.bind(fd, address)
+            } catch {
+                throw failure(.bind, error, address: address)
+            }
+        }
+    }
+
+    /// Starts accepting connections (`listen(2)`). Does not block.
+    ///
+    /// - Parameter backlog: how many connections the kernel may hold complete but not yet
+    ///   accepted; the kernel caps it (`net.core.somaxconn` on Linux). Linux holds one
+    ///   more than asked: with a backlog of 0, one connection completes and the next waits.
+    /// - Throws: ``SocketError`` — `.invalidArgument` for a negative backlog, a datagram
+    ///   socket, or a Unix socket that was never bound (Linux gives IP sockets a free port
+    ///   when they listen unbound; Unix sockets have no such default).
+    public func listen(backlog: Int = 128) throws(SocketError) {
+        guard backlog >= 0, backlog <= Int(CInt.max) else {
+            throw SocketError(.invalidArgument, .listen, detail: "backlog must be from 0 to \(CInt.max), got \(backlog)")
+        }
+        try withDescriptor(.listen, address: nil) { fd, _ throws(SocketError) in
+            do throws(Errno) {
+                try Sys.listen(fd, backlog: CInt(backlog))
+            } catch {
+                var detail: String?
+                if error == .invalidArgument && family == .unix {
+                    detail = "a Unix socket must be bound before it listens"
+                } else if error == .notSupportedOnSocket || type == .datagram {
+                    detail = "a datagram socket cannot listen"
+                }
+                throw SocketError(.listen, errno: error, address: try? Sys.localAddress(fd), detail: detail)
+            }
+        }
+    }
+
+    /// Accepts a connection (`accept4(2)` with `SOCK_CLOEXEC | SOCK_NONBLOCK`).
+    ///
+    /// Blocks until a connection arrives, for at most the socket's ``timeout``, and not
+    /// past `deadline` if one is given. A connection that died in the queue
+    /// (`ECONNABORTED`, and on Linux the network errors `accept(2)` lists) is skipped and
+    /// the wait goes on within the same time.
+    ///
+    /// The new socket takes the process-wide ``defaultTimeout`` — not this listener's
+    /// timeout (as in CPython; on BSD-derived systems the kernel would otherwise let the
+    /// new descriptor inherit the listener's non-blocking flag).
+    ///
+    /// - Returns: the connected socket and the peer's address.
+    /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock` (non-blocking listener),
+    ///   `.tooManyOpenFiles` (the connection stays queued: back off before retrying),
+    ///   `.closed`, `.invalidArgument` if the socket is not listening.
+    public func accept(deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> (Socket, SocketAddress) {
+        try withDescriptor(.accept, address: nil) { fd, timeout throws(SocketError) in
+            let budget = try WaitBudget(timeout, deadline: deadline, .accept, address: nil)
+            let (newFD, peer) = try retrying(fd, budget, events: Sys.pollIn) { () throws(Errno) -> (CInt, SocketAddress)? in
+                // Each retry consumes one dead connection from a finite queue.
+                while true {
+                    do throws(Errno) {
+                        return try Sys.accept(fd)
+                    } catch where Socket.acceptRetryable(error) {
+                        continue
+                    }
+                }
+            }
+            return (Socket(fd: newFD, family: family, type: type, timeout: Socket.defaultTimeout), peer)
+        }
+    }
+
+    /// Connects to `address` (`connect(2)` on the non-blocking descriptor, then a wait for
+    /// writability, then `SO_ERROR`).
+    ///
+    /// Blocks until the handshake finishes, for at most the socket's ``timeout`` and not
+    /// past `deadline`. A port where nothing listens is refused at once on Linux, whatever
+    /// the timeout; a peer that never answers (a full accept queue, dropped SYNs) is what
+    /// times out. After a timeout the socket is half-way through a handshake and is good
+    /// only for closing.
+    ///
+    /// On a non-blocking socket this starts the connection and throws `.wouldBlock`
+    /// (errno `EINPROGRESS`); wait for writability yourself and read
+    /// ``pendingError()`` for the outcome.
+    ///
+    /// - Throws: ``SocketError`` — `.timedOut`, `.connectionRefused`, `.unreachable`,
+    ///   `.wouldBlock`, `.closed`, `.invalidArgument` (an address of another family).
+    public func connect(to address: SocketAddress, deadline: ContinuousClock.Instant? = nil) throws(SocketError) {
+        try checkFamily(address, .connect)
+        try withDescriptor(.connect, address: address) { fd, timeout throws(SocketError) in
+            let budget = try WaitBudget(timeout, deadline: deadline, .connect, address: address)
+            while true {
+                do throws(Errno) {
+                    try Sys.connect(fd, address)
+                    return
+                } catch .nowInProgress, .interrupted {
+                    // In progress (EINTR too: the kernel goes on with it). Fall through to wait.
+                } catch .resourceTemporarilyUnavailable where family == .unix {
+                    // A Unix listener's queue is full: nothing is in progress, so pace
+                    // retries of connect itself, 1 ms apart, within the budget.
+                    switch budget.limit {
+                    case .none:
+                        throw budget.wouldBlock()
+                    case .forever:
+                        Sys.sleep(.milliseconds(1))
+                    case .until(let end):
+                        let left = end - .now
+                        if left <= .zero { throw budget.timedOut }
+                        Sys.sleep(min(left, .milliseconds(1)))
+                    }
+                    if isClosed { throw SocketError(.closed, .connect, address: address) }
+                    continue
+                } catch {
+                    throw failure(.connect, error, address: address)
+                }
+                if case .none = budget.limit { throw budget.wouldBlock(.nowInProgress) }
+                try budget.wait(fd, for: Sys.pollOut)
+                if isClosed { throw SocketError(.closed, .connect, address: address) }
+                let outcome: Errno?
+                do throws(Errno) {
+                    outcome = try Sys.pendingError(fd)
+                } catch {
+                    throw failure(.connect, error, address: address)
+                }
+                guard let outcome, outcome != .socketIsConnected else { return }
+                throw failure(.connect, outcome, address: address)
+            }
+        }
+    }
+
+    /// Which half of a connection ``shutdown(_:)`` ends.
+    public enum ShutdownDirection: Sendable {
+        /// No more receiving; further receives return end of stream.
+        case read
+        /// No more sending; the peer reads end of stream (a TCP FIN).
+        case write
+        /// Both.
+        case both
+    }
+
+    /// Shuts down one or both directions of a connection (`shutdown(2)`). Does not block
+    /// and does not close the socket.
+    ///
+    /// - Throws: ``SocketError`` — `.notConnected`, `.closed`.
+    public func shutdown(_ direction: ShutdownDirection) throws(SocketError) {
+        try withDescriptor(.shutdown, address: nil) { fd, _ throws(SocketError) in
+            do throws(Errno) {
+                switch direction {
+                case .read: try Sys.shutdown(fd, how: Sys.shutRead)
+                case .write: try Sys.shutdown(fd, how: Sys.shutWrite)
+                case .both: try Sys.shutdown(fd, how: Sys.shutBoth)
+                }
+            } catch {
+                throw failure(.shutdown, error, address: nil)
+            }
+        }
+    }
+
+    /// The address the socket is bound to (`getsockname(2)`): after binding to port 0,
+    /// the port the OS chose.
+    ///
+    /// - Throws: ``SocketError`` — `.closed`.
+    public var localAddress: SocketAddress {
+        get throws(SocketError) {
+            try withDescriptor(.address, address: nil) { fd, _ throws(SocketError) in
+                do throws(Errno) { return try Sys.localAddress(fd) } catch { throw failure(.address, error, address: nil) }
+            }
+        }
+    }
+
+    /// The address of the connected peer (`getpeername(2)`).
+    ///
+    /// - Throws: ``SocketError`` — `.notConnected`, `.closed`.
+    public var peerAddress: SocketAddress {
+        get throws(SocketError) {
+            try withDescriptor(.address, address: nil) { fd, _ throws(SocketError) in
+                do throws(Errno) { return try Sys.peerAddress(fd) } catch { throw failure(.address, error, address: nil) }
+            }
+        }
+    }
+
+    /// Errors from accept that mean "that connection died in the queue; try the next".
+    /// Linux reports pending network errors of the new connection through accept
+    /// (see accept(2), "Error handling").
+    static func acceptRetryable(_ e: Errno) -> Bool {
+        switch e {
+        case .connectionAbort, .protocolError, .protocolNotAvailable, .networkDown, .hostIsDown,
+             .noRouteToHost, .networkUnreachable, .notSupportedOnSocket:
+            return true
+        default:
+            return e == Sys.noNetwork
+        }
+    }
+
+    func checkFamily(_ address: SocketAddress, _ operation: SocketError.Operation) throws(SocketError) {
+        guard address.family == family else {
+            throw SocketError(
+                .invalidArgument, operation, address: address,
+                detail: "this is an \(family) socket; the address is \(address.family)")
+        }
+    }
+}

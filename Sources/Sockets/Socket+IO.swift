@@ -1,0 +1,220 @@
+import SystemPackage
+
+extension Socket {
+    // MARK: sending
+
+    /// Sends some of `buffer` (`send(2)` with `MSG_NOSIGNAL`) and returns how many bytes
+    /// the kernel took, which may be fewer than `buffer.count`.
+    ///
+    /// Blocks only while the send buffer is full: for at most the socket's ``timeout``,
+    /// and not past `deadline`. Sending zero bytes on a stream socket returns 0 at once.
+    ///
+    /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.brokenPipe` (the peer is
+    ///   gone or this side shut down writing; no SIGPIPE is raised), `.connectionReset`,
+    ///   `.notConnected`, `.closed`.
+    public func send(_ buffer: UnsafeRawBufferPointer, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> Int {
+        try withDescriptor(.send, address: nil) { fd, timeout throws(SocketError) in
+            do throws(SocketError) {
+                let budget = try WaitBudget(timeout, deadline: deadline, .send, address: nil)
+                if buffer.isEmpty && type == .stream { return 0 }
+                return try retrying(fd, budget, events: Sys.pollOut) { () throws(Errno) in try Sys.send(fd, buffer) }
+            } catch {
+                throw error.at(peerAddressForMessages(fd))
+            }
+        }
+    }
+
+    /// Sends some of `bytes`; see ``send(_:deadline:)-(UnsafeRawBufferPointer,_)``.
+    public func send(_ bytes: some Collection<UInt8>, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> Int {
+        try withContiguousBytes(bytes) { buffer throws(SocketError) in try send(buffer, deadline: deadline) }
+    }
+
+    /// Sends all of `buffer`, looping over partial sends (`send(2)` with `MSG_NOSIGNAL`).
+    ///
+    /// The whole transfer has **one** time limit, fixed when the call starts: the socket's
+    /// ``timeout`` or `deadline`, whichever is earlier (as CPython's `sendall` since 3.5),
+    /// not a fresh timeout per chunk.
+    ///
+    /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.brokenPipe`,
+    ///   `.connectionReset`, `.closed`; each with ``SocketError/bytesTransferred`` set to
+    ///   how much was sent before the failure.
+    public func sendAll(_ buffer: UnsafeRawBufferPointer, deadline: ContinuousClock.Instant? = nil) throws(SocketError) {
+        try withDescriptor(.sendAll, address: nil) { fd, timeout throws(SocketError) in
+            var sent = 0
+            do throws(SocketError) {
+                let budget = try WaitBudget(timeout, deadline: deadline, .sendAll, address: nil)
+                while sent < buffer.count {
+                    let rest = UnsafeRawBufferPointer(rebasing: buffer[sent...])
+                    sent += try retrying(fd, budget, events: Sys.pollOut) { () throws(Errno) in try Sys.send(fd, rest) }
+                }
+            } catch {
+                throw error.at(peerAddressForMessages(fd)).transferred(sent)
+            }
+        }
+    }
+
+    /// Sends all of `bytes` (an array, `"text".utf8`, ...); see
+    /// ``sendAll(_:deadline:)-(UnsafeRawBufferPointer,_)``.
+    public func sendAll(_ bytes: some Collection<UInt8>, deadline: ContinuousClock.Instant? = nil) throws(SocketError) {
+        try withContiguousBytes(bytes) { buffer throws(SocketError) in try sendAll(buffer, deadline: deadline) }
+    }
+
+    // MARK: receiving
+
+    /// Receives up to `buffer.count` bytes into `buffer` (`recv(2)`) and returns how many
+    /// arrived. **0 means the peer closed the stream** (end of stream) — never a timeout.
+    ///
+    /// Returns as soon as any data is there. Otherwise blocks for at most the socket's
+    /// ``timeout``, and not past `deadline`. An empty buffer on a stream socket returns
+    /// 0 at once.
+    ///
+    /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.connectionReset`,
+    ///   `.closed` (also when another thread closes the socket during the wait).
+    public func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> Int {
+        try withDescriptor(.receive, address: nil) { fd, timeout throws(SocketError) in
+            do throws(SocketError) {
+                let budget = try WaitBudget(timeout, deadline: deadline, .receive, address: nil)
+                if buffer.isEmpty && type == .stream { return 0 }
+                let n = try retrying(fd, budget, events: Sys.pollIn) { () throws(Errno) in try Sys.recv(fd, buffer) }
+                // A wait woken by close() sees the shutdown as end of stream: report the close.
+                if n == 0 && isClosed { throw SocketError(.closed, .receive) }
+                return n
+            } catch {
+                throw error.at(peerAddressForMessages(fd))
+            }
+        }
+    }
+
+    /// Receives up to `maxCount` bytes; an empty array means end of stream. See
+    /// ``receive(into:deadline:)``.
+    ///
+    /// - Throws: as ``receive(into:deadline:)``; `.invalidArgument` for a negative `maxCount`.
+    public func receive(upTo maxCount: Int, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> [UInt8] {
+        guard maxCount >= 0 else {
+            throw SocketError(.invalidArgument, .receive, detail: "maxCount must not be negative, got \(maxCount)")
+        }
+        var failure: SocketError?
+        let bytes = [UInt8](unsafeUninitializedCapacity: maxCount) { storage, count in
+            do throws(SocketError) {
+                count = try receive(into: UnsafeMutableRawBufferPointer(storage), deadline: deadline)
+            } catch {
+                failure = error
+                count = 0
+            }
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+
+    /// Receives exactly `count` bytes, looping over partial reads, within **one** time
+    /// limit for the whole transfer (the socket's ``timeout`` or `deadline`, whichever
+    /// is earlier).
+    ///
+    /// - Throws: ``SocketError`` — `.endOfStream` if the peer closes first, `.timedOut`,
+    ///   and the errors of ``receive(into:deadline:)``; each with
+    ///   ``SocketError/bytesTransferred`` set to how much had arrived.
+    public func receive(exactly count: Int, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> [UInt8] {
+        guard count >= 0 else {
+            throw SocketError(.invalidArgument, .receive, detail: "count must not be negative, got \(count)")
+        }
+        var failure: SocketError?
+        let bytes = [UInt8](unsafeUninitializedCapacity: count) { storage, filled in
+            filled = 0
+            do throws(SocketError) {
+                try withDescriptor(.receive, address: nil) { fd, timeout throws(SocketError) in
+                    let budget = try WaitBudget(timeout, deadline: deadline, .receive, address: nil)
+                    while filled < count {
+                        let rest = UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(storage)[filled...])
+                        let n = try retrying(fd, budget, events: Sys.pollIn) { () throws(Errno) in try Sys.recv(fd, rest) }
+                        if n == 0 {
+                            throw SocketError(isClosed ? .closed : .endOfStream, .receive, address: peerAddressForMessages(fd))
+                        }
+                        filled += n
+                    }
+                }
+            } catch {
+                failure = error.transferred(filled)
+            }
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+
+    // MARK: datagrams
+
+    /// Sends one datagram to `address` (`sendto(2)` with `MSG_NOSIGNAL`); returns the
+    /// number of bytes sent. Blocks only while the send buffer is full, within the
+    /// socket's ``timeout`` and `deadline`.
+    ///
+    /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.invalidArgument` (an
+    ///   address of another family, or a datagram larger than the protocol allows),
+    ///   `.connectionRefused` (a previous datagram was refused by ICMP), `.closed`.
+    public func send(_ buffer: UnsafeRawBufferPointer, to address: SocketAddress, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> Int {
+        try checkFamily(address, .sendTo)
+        return try withDescriptor(.sendTo, address: address) { fd, timeout throws(SocketError) in
+            let budget = try WaitBudget(timeout, deadline: deadline, .sendTo, address: address)
+            return try retrying(fd, budget, events: Sys.pollOut) { () throws(Errno) in try Sys.sendTo(fd, buffer, address) }
+        }
+    }
+
+    /// Sends one datagram of `bytes` to `address`; see ``send(_:to:deadline:)-(UnsafeRawBufferPointer,_,_)``.
+    public func send(_ bytes: some Collection<UInt8>, to address: SocketAddress, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> Int {
+        try withContiguousBytes(bytes) { buffer throws(SocketError) in try send(buffer, to: address, deadline: deadline) }
+    }
+
+    /// Receives one datagram into `buffer` (`recvfrom(2)`); returns its length (cut to
+    /// `buffer.count`) and the sender's address. Blocks for at most the socket's
+    /// ``timeout``, and not past `deadline`.
+    ///
+    /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.closed`.
+    public func receive(from buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> (count: Int, sender: SocketAddress) {
+        try withDescriptor(.receiveFrom, address: nil) { fd, timeout throws(SocketError) in
+            let budget = try WaitBudget(timeout, deadline: deadline, .receiveFrom, address: nil)
+            let result = try retrying(fd, budget, events: Sys.pollIn) { () throws(Errno) in try Sys.recvFrom(fd, buffer) }
+            if isClosed { throw SocketError(.closed, .receiveFrom) }
+            return result
+        }
+    }
+
+    /// Receives one datagram of up to `maxCount` bytes and its sender; see
+    /// ``receive(from:deadline:)``.
+    public func receiveDatagram(upTo maxCount: Int = 65_536, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> (bytes: [UInt8], sender: SocketAddress) {
+        guard maxCount >= 0 else {
+            throw SocketError(.invalidArgument, .receiveFrom, detail: "maxCount must not be negative, got \(maxCount)")
+        }
+        var result: Result<SocketAddress, SocketError> = .failure(SocketError(.closed, .receiveFrom))
+        let bytes = [UInt8](unsafeUninitializedCapacity: maxCount) { storage, count in
+            do throws(SocketError) {
+                let (n, sender) = try receive(from: UnsafeMutableRawBufferPointer(storage), deadline: deadline)
+                count = n
+                result = .success(sender)
+            } catch {
+                count = 0
+                result = .failure(error)
+            }
+        }
+        return (bytes, try result.get())
+    }
+
+    // MARK: helpers
+
+    /// The peer's address if the socket has one, for error messages (errors only: a
+    /// successful call never pays for this system call).
+    func peerAddressForMessages(_ fd: CInt) -> SocketAddress? {
+        try? Sys.peerAddress(fd)
+    }
+}
+
+/// Calls `body` with the bytes of `bytes` as one contiguous buffer, copying only when the
+/// collection has no contiguous storage of its own.
+func withContiguousBytes<R>(
+    _ bytes: some Collection<UInt8>, _ body: (UnsafeRawBufferPointer) throws(SocketError) -> R
+) throws(SocketError) -> R {
+    func run(_ buffer: UnsafeRawBufferPointer) -> Result<R, SocketError> {
+        do throws(SocketError) { return .success(try body(buffer)) } catch { return .failure(error) }
+    }
+    if let direct = bytes.withContiguousStorageIfAvailable({ run(UnsafeRawBufferPointer($0)) }) {
+        return try direct.get()
+    }
+    return try Array(bytes).withUnsafeBytes { run($0) }.get()
+}

@@ -1,0 +1,261 @@
+import Synchronization
+import SystemPackage
+
+/// Stream (TCP, or Unix stream) or datagram (UDP, or Unix datagram).
+public enum SocketType: Hashable, Sendable, CustomStringConvertible {
+    case stream, datagram
+
+    var rawValue: CInt {
+        switch self {
+        case .stream: Sys.streamType
+        case .datagram: Sys.datagramType
+        }
+    }
+
+    public var description: String { self == .stream ? "stream" : "datagram" }
+}
+
+/// A socket in which every wait has a limit you choose.
+///
+/// A `Socket` owns one descriptor. Each blocking call — ``accept(deadline:)``,
+/// ``connect(to:deadline:)``, `send`, `receive` and their relatives — waits according to
+/// the socket's ``timeout`` (``SocketTimeout/never``, ``SocketTimeout/nonBlocking`` or
+/// ``SocketTimeout/after(_:)``), shortened by the call's `deadline:` if one is given:
+/// the call fails with ``SocketError/Kind/timedOut`` at the earlier of the two, never
+/// before. A deadline that has already passed fails at once, before any system call.
+///
+/// New sockets start with the process-wide ``defaultTimeout``; so do sockets returned by
+/// ``accept(deadline:)`` — they do *not* copy the listener's timeout.
+///
+/// ```swift
+/// let server = try Socket(.ipv4)
+/// try server.bind(to: .ipv4(.loopback, port: 0))
+/// try server.listen()
+/// server.timeout = try .after(.seconds(5))
+/// let (client, peer) = try server.accept()        // .timedOut after 5 s if nobody comes
+/// ```
+///
+/// Thread safety: a `Socket` may be used from several threads at once (typically one
+/// reading and one writing). ``close()`` from any thread wakes every call waiting on the
+/// socket, which then fails with ``SocketError/Kind/closed``; the descriptor itself is
+/// released only after the last such call has returned, so no call ever touches a
+/// descriptor number that has been reused.
+///
+/// Underneath, the descriptor is always in non-blocking mode (`O_NONBLOCK`) and
+/// close-on-exec; waits are `ppoll(2)` (Linux) or `poll(2)` with nanosecond or
+/// millisecond precision. No call ever raises SIGPIPE (`MSG_NOSIGNAL` on Linux,
+/// `SO_NOSIGPIPE` on Darwin); the library never installs a signal handler.
+public final class Socket: Sendable, CustomStringConvertible {
+    /// The address family chosen at creation.
+    public let family: SocketAddress.Family
+    /// Stream or datagram, chosen at creation.
+    public let type: SocketType
+
+    struct State {
+        /// -1 once the descriptor has been closed.
+        var fd: CInt
+        /// Calls currently using `fd`.
+        var users: Int
+        /// Set by `close()`; new calls fail, and the last user closes `fd`.
+        var closing: Bool
+        var timeout: SocketTimeout
+    }
+
+    let state: Mutex<State>
+
+    // MARK: creation
+
+    /// Creates a socket (`socket(2)`), close-on-exec, with the process ``defaultTimeout``.
+    ///
+    /// - Parameters:
+    ///   - family: IPv4, IPv6 or Unix domain.
+    ///   - type: stream (the default) or datagram.
+    ///   - protocol: the protocol number; 0 picks the usual one (TCP for IP streams, UDP
+    ///     for IP datagrams).
+    /// - Throws: ``SocketError`` (`.tooManyOpenFiles` at the descriptor limit,
+    ///   `.invalidArgument` for an unsupported combination).
+    public convenience init(_ family: SocketAddress.Family, _ type: SocketType = .stream, protocol: CInt = 0) throws(SocketError) {
+        let fd: CInt
+        do throws(Errno) {
+            fd = try Sys.socket(domain: family.domain, type: type.rawValue, protocol: `protocol`)
+        } catch {
+            throw SocketError(.create, errno: error, detail: "\(family) \(type) socket")
+        }
+        self.init(fd: fd, family: family, type: type, timeout: Socket.defaultTimeout)
+    }
+
+    /// Takes ownership of a descriptor created elsewhere (for example inherited from a
+    /// parent process). The socket closes it. The descriptor is switched to non-blocking
+    /// and close-on-exec (`fcntl(2)`), and the socket takes the process ``defaultTimeout``.
+    ///
+    /// - Throws: ``SocketError`` if the descriptor is not an open socket of a supported
+    ///   family. The descriptor is left open (and still yours) when this throws.
+    public convenience init(adopting descriptor: CInt) throws(SocketError) {
+        let local: SocketAddress
+        let rawType: CInt
+        do throws(Errno) {
+            local = try Sys.localAddress(descriptor)
+            rawType = try Sys.intOption(descriptor, level: Sys.solSocket, name: Sys.soType)
+            try Sys.prepareDescriptor(descriptor)
+        } catch {
+            throw SocketError(.create, errno: error, detail: "descriptor \(descriptor) is not an open socket")
+        }
+        let type: SocketType = rawType == Sys.datagramType ? .datagram : .stream
+        self.init(fd: descriptor, family: local.family, type: type, timeout: Socket.defaultTimeout)
+    }
+
+    /// A connected pair of Unix-domain sockets (`socketpair(2)`), both with the process
+    /// ``defaultTimeout``.
+    public static func pair(_ type: SocketType = .stream) throws(SocketError) -> (Socket, Socket) {
+        do throws(Errno) {
+            let (a, b) = try Sys.socketPair(type: type.rawValue)
+            let timeout = defaultTimeout
+            return (Socket(fd: a, family: .unix, type: type, timeout: timeout),
+                    Socket(fd: b, family: .unix, type: type, timeout: timeout))
+        } catch {
+            throw SocketError(.create, errno: error, detail: "socketpair")
+        }
+    }
+
+    init(fd: CInt, family: SocketAddress.Family, type: SocketType, timeout: SocketTimeout) {
+        self.family = family
+        self.type = type
+        state = Mutex(State(fd: fd, users: 0, closing: false, timeout: timeout))
+    }
+
+    deinit {
+        // Nobody can be inside a call (each holds a reference), so this is the last owner.
+        let fd = state.withLock { $0.fd }
+        if fd >= 0 { Sys.close(fd) }
+    }
+
+    // MARK: timeouts
+
+    /// How long each blocking call on this socket may wait. Setting it affects calls that
+    /// start afterwards. Initially the process ``defaultTimeout`` as it was when the socket
+    /// was created.
+    public var timeout: SocketTimeout {
+        get { state.withLock { $0.timeout } }
+        set { state.withLock { $0.timeout = newValue } }
+    }
+
+    private static let defaultStorage = Mutex(SocketTimeout.never)
+
+    /// The timeout given to every socket created (or accepted, or adopted) from now on,
+    /// like Python's `socket.setdefaulttimeout`. Sockets that already exist keep theirs.
+    /// Initially ``SocketTimeout/never``. Safe to read and set from any thread.
+    public static var defaultTimeout: SocketTimeout {
+        get { defaultStorage.withLock { $0 } }
+        set { defaultStorage.withLock { $0 = newValue } }
+    }
+
+    // MARK: closing
+
+    /// Closes the socket. Idempotent, never throws, never blocks on other threads.
+    ///
+    /// If other threads are waiting in a call on this socket, they are woken
+    /// (`shutdown(2)` of both directions) and fail with ``SocketError/Kind/closed``; the
+    /// descriptor is `close(2)`d when the last of them returns. Otherwise it is closed
+    /// at once. Every later call fails with ``SocketError/Kind/closed``.
+    /// A socket that is no longer referenced closes itself.
+    public func close() {
+        let toClose: CInt? = state.withLock { s in
+            if s.closing { return nil }
+            s.closing = true
+            if s.users == 0 {
+                let fd = s.fd
+                s.fd = -1
+                return fd
+            }
+            // Wake the waiters; the last one out closes the descriptor. Done under the lock
+            // so the descriptor cannot be closed (and its number reused) in between.
+            try? Sys.shutdown(s.fd, how: Sys.shutBoth)
+            return nil
+        }
+        if let toClose, toClose >= 0 { Sys.close(toClose) }
+    }
+
+    /// True once ``close()`` has been called.
+    public var isClosed: Bool { state.withLock { $0.closing } }
+
+    /// Runs `body` with the descriptor, which stays open until `body` returns even if
+    /// another thread calls ``close()``. This is the escape hatch for system calls the
+    /// library does not wrap. The descriptor is non-blocking; do not close it.
+    ///
+    /// - Throws: ``SocketError/Kind/closed`` if the socket is closed; whatever `body` throws.
+    public func withUnsafeDescriptor<R, E: Error>(_ body: (CInt) throws(E) -> R) throws -> R {
+        let (fd, _) = try enter(.getOption, address: nil)
+        defer { leave() }
+        return try body(fd)
+    }
+
+    /// Marks the start of a call: returns the descriptor and the timeout, or throws
+    /// `.closed`. Every `enter` is paired with one `leave`.
+    @inline(__always)
+    func enter(_ operation: SocketError.Operation, address: SocketAddress?) throws(SocketError) -> (CInt, SocketTimeout) {
+        let entered: (CInt, SocketTimeout)? = state.withLock { s in
+            if s.closing { return nil }
+            s.users += 1
+            return (s.fd, s.timeout)
+        }
+        guard let entered else { throw SocketError(.closed, operation, address: address) }
+        return entered
+    }
+
+    @inline(__always)
+    func leave() {
+        let toClose: CInt? = state.withLock { s in
+            s.users -= 1
+            if s.users == 0 && s.closing && s.fd >= 0 {
+                let fd = s.fd
+                s.fd = -1
+                return fd
+            }
+            return nil
+        }
+        if let toClose { Sys.close(toClose) }
+    }
+
+    /// Runs one call on the descriptor between `enter` and `leave`.
+    @inline(__always)
+    func withDescriptor<R>(
+        _ operation: SocketError.Operation, address: SocketAddress?,
+        _ body: (CInt, SocketTimeout) throws(SocketError) -> R
+    ) throws(SocketError) -> R {
+        let (fd, timeout) = try enter(operation, address: address)
+        defer { leave() }
+        return try body(fd, timeout)
+    }
+
+    /// The error for a failed system call, or `.closed` if the socket was closed meanwhile
+    /// (a call woken by `close()` sees EOF or an error from the shutdown, not the truth).
+    func failure(_ operation: SocketError.Operation, _ errno: Errno, address: SocketAddress?) -> SocketError {
+        if isClosed { return SocketError(.closed, operation, address: address) }
+        return SocketError(operation, errno: errno, address: address)
+    }
+
+    /// Runs `attempt` until it completes, waiting for `events` between tries within `budget`.
+    /// `attempt` returns nil when the operation would block.
+    @inline(__always)
+    func retrying<R>(
+        _ fd: CInt, _ budget: WaitBudget, events: Int16,
+        _ attempt: () throws(Errno) -> R?
+    ) throws(SocketError) -> R {
+        while true {
+            let result: R?
+            do throws(Errno) {
+                result = try attempt()
+            } catch {
+                throw failure(budget.operation, error, address: budget.address)
+            }
+            if let result { return result }
+            try budget.wait(fd, for: events)
+            if isClosed { throw SocketError(.closed, budget.operation, address: budget.address) }
+        }
+    }
+
+    public var description: String {
+        let fd = state.withLock { $0.fd }
+        return fd >= 0 ? "Socket(\(family) \(type), fd \(fd))" : "Socket(\(family) \(type), closed)"
+    }
+}

@@ -1,0 +1,245 @@
+import SystemPackage
+
+/// The one error every `Sockets` call throws: what happened (``kind``), during which
+/// operation, with which address, the `errno` underneath if there was one, and for a
+/// timeout how long the operation was allowed.
+///
+/// Match on the kind, never on the message:
+/// ```swift
+/// do {
+///     try socket.connect(to: address)
+/// } catch SocketError.Kind.timedOut {
+///     // nobody answered in time
+/// } catch SocketError.Kind.connectionRefused {
+///     // nothing listens there
+/// }
+/// ```
+/// or `catch let error as SocketError where error.kind == .timedOut`.
+///
+/// The ``description`` is written for a person:
+/// `connect to 127.0.0.1:1717 timed out after 3s`,
+/// `connect to 127.0.0.1:9 failed: Connection refused (ECONNREFUSED)`.
+public struct SocketError: Error, Sendable, CustomStringConvertible {
+    /// What happened, as a value to match on. Open like `Errno`: compare with `==` or
+    /// match with `~=`; do not switch exhaustively.
+    public struct Kind: Hashable, Sendable, CustomStringConvertible {
+        let name: String
+        init(_ name: String) { self.name = name }
+        public var description: String { name }
+
+        /// The operation's time ran out: the socket's timeout or the caller's deadline,
+        /// whichever came first. The library's own condition: it has no errno, and it is
+        /// not the kernel's `ETIMEDOUT` (which is ``system``).
+        public static let timedOut = Kind("timed out")
+        /// The socket is non-blocking and the operation would have had to wait
+        /// (`EAGAIN`/`EWOULDBLOCK`, or `EINPROGRESS` for connect).
+        public static let wouldBlock = Kind("would block")
+        /// Nothing accepts connections at that address (`ECONNREFUSED`). On Linux this is
+        /// reported at once, whatever the timeout.
+        public static let connectionRefused = Kind("connection refused")
+        /// The peer reset the connection (`ECONNRESET`).
+        public static let connectionReset = Kind("connection reset")
+        /// A connection died before it was accepted or while in use (`ECONNABORTED`).
+        public static let connectionAborted = Kind("connection aborted")
+        /// Writing to a connection whose other end is gone or whose write side was shut
+        /// down (`EPIPE`). The process never receives SIGPIPE.
+        public static let brokenPipe = Kind("broken pipe")
+        /// The socket is not connected (`ENOTCONN`).
+        public static let notConnected = Kind("not connected")
+        /// The socket was closed: before the call, or by another thread while the call waited.
+        public static let closed = Kind("socket closed")
+        /// The peer ended the stream before the expected number of bytes arrived.
+        public static let endOfStream = Kind("end of stream")
+        /// The address is already bound (`EADDRINUSE`).
+        public static let addressInUse = Kind("address in use")
+        /// The address is not local to this machine (`EADDRNOTAVAIL`).
+        public static let addressNotAvailable = Kind("address not available")
+        /// No route to the network or host (`ENETUNREACH`, `EHOSTUNREACH`).
+        public static let unreachable = Kind("unreachable")
+        /// The process or system is out of descriptors (`EMFILE`, `ENFILE`).
+        public static let tooManyOpenFiles = Kind("too many open files")
+        /// The OS refused the operation (`EACCES`, `EPERM`), such as a privileged port.
+        public static let permissionDenied = Kind("permission denied")
+        /// A host name could not be resolved (`getaddrinfo` failed).
+        public static let nameResolution = Kind("name resolution failed")
+        /// The caller passed something that cannot work: a bad address, port, duration,
+        /// path, or an operation this kind of socket does not support. ``detail`` says which.
+        public static let invalidArgument = Kind("invalid argument")
+        /// Any other system error; ``errno`` says which.
+        public static let system = Kind("system error")
+    }
+
+    /// The operation that failed, as it appears in messages (`connect`, `accept`, ...).
+    public struct Operation: Hashable, Sendable, CustomStringConvertible {
+        /// The operation's name.
+        public let name: String
+        let preposition: String
+        init(_ name: String, _ preposition: String) {
+            self.name = name
+            self.preposition = preposition
+        }
+        public var description: String { name }
+
+        public static let create = Operation("socket", "for")
+        public static let bind = Operation("bind", "to")
+        public static let listen = Operation("listen", "on")
+        public static let accept = Operation("accept", "on")
+        public static let connect = Operation("connect", "to")
+        public static let send = Operation("send", "to")
+        public static let sendAll = Operation("sendAll", "to")
+        public static let receive = Operation("receive", "from")
+        public static let sendTo = Operation("sendTo", "to")
+        public static let receiveFrom = Operation("receiveFrom", "on")
+        public static let shutdown = Operation("shutdown", "of")
+        public static let setOption = Operation("setOption", "on")
+        public static let getOption = Operation("getOption", "on")
+        public static let address = Operation("getsockname/getpeername", "of")
+        public static let resolve = Operation("resolve", "of")
+        public static let parse = Operation("parse", "of")
+        public static let setTimeout = Operation("set timeout", "on")
+    }
+
+    /// What happened.
+    public let kind: Kind
+    /// The operation that failed.
+    public let operation: Operation
+    /// The address involved: the peer for connect/send/receive, the local address for
+    /// bind/listen/accept, when known.
+    public let address: SocketAddress?
+    /// The system error underneath, if any. Nil for ``Kind/timedOut``, ``Kind/closed``,
+    /// ``Kind/endOfStream`` and most ``Kind/invalidArgument`` errors.
+    public let errno: Errno?
+    /// For ``Kind/timedOut``: how long the operation was allowed (from its start to the
+    /// earlier of the socket's timeout and the caller's deadline). Zero when the deadline
+    /// had already passed when the call began.
+    public let timeout: Duration?
+    /// For `sendAll`, `receive(exactly:)` and connect-by-name: how many bytes had been
+    /// transferred (or addresses tried) before the failure.
+    public let bytesTransferred: Int?
+    /// Extra words for a person: what was invalid, which name failed to resolve, ...
+    public let detail: String?
+
+    init(
+        _ kind: Kind, _ operation: Operation, address: SocketAddress? = nil, errno: Errno? = nil,
+        timeout: Duration? = nil, bytesTransferred: Int? = nil, detail: String? = nil
+    ) {
+        self.kind = kind
+        self.operation = operation
+        self.address = address
+        self.errno = errno
+        self.timeout = timeout
+        self.bytesTransferred = bytesTransferred
+        self.detail = detail
+    }
+
+    /// An error from a system call, classified by its errno.
+    init(_ operation: Operation, errno: Errno, address: SocketAddress? = nil, detail: String? = nil) {
+        self.init(Kind(errno: errno), operation, address: address, errno: errno, detail: detail)
+    }
+
+    /// The same error with the number of bytes transferred before it.
+    func transferred(_ count: Int) -> SocketError {
+        SocketError(kind, operation, address: address, errno: errno, timeout: timeout,
+                    bytesTransferred: count, detail: detail)
+    }
+
+    /// The same error with an address filled in where it had none.
+    func at(_ address: SocketAddress?) -> SocketError {
+        guard self.address == nil, let address else { return self }
+        return SocketError(kind, operation, address: address, errno: errno, timeout: timeout,
+                           bytesTransferred: bytesTransferred, detail: detail)
+    }
+
+    public var description: String {
+        var text = operation.name
+        if let address { text += " \(operation.preposition) \(address)" }
+        switch kind {
+        case .timedOut:
+            if let timeout, timeout > .zero {
+                text += " timed out after \(formatDuration(timeout))"
+            } else {
+                text += " timed out: the deadline had already passed"
+            }
+        case .closed:
+            text += " failed: the socket was closed"
+        case .endOfStream:
+            text += " failed: the peer closed the connection early"
+        default:
+            if let errno {
+                text += " failed: \(errno.description) (\(errno.symbolicName))"
+            } else {
+                text += " failed: \(kind)"
+            }
+        }
+        if let bytesTransferred {
+            text += operation == .connect
+                ? " (\(bytesTransferred) address\(bytesTransferred == 1 ? "" : "es") tried)"
+                : " (\(bytesTransferred) byte\(bytesTransferred == 1 ? "" : "s") transferred)"
+        }
+        if let detail { text += ": \(detail)" }
+        return text
+    }
+
+}
+
+extension SocketError.Kind {
+    /// Lets `catch SocketError.Kind.timedOut` match a ``SocketError`` by its kind.
+    public static func ~= (kind: SocketError.Kind, error: any Error) -> Bool {
+        (error as? SocketError)?.kind == kind
+    }
+}
+
+extension SocketError.Kind {
+    /// Classifies an errno.
+    init(errno: Errno) {
+        switch errno {
+        case Errno.resourceTemporarilyUnavailable, Errno.wouldBlock, Errno.nowInProgress, Errno.alreadyInProcess:
+            self = .wouldBlock
+        case Errno.connectionRefused: self = .connectionRefused
+        case Errno.connectionReset: self = .connectionReset
+        case Errno.connectionAbort: self = .connectionAborted
+        case Errno.brokenPipe: self = .brokenPipe
+        case Errno.socketNotConnected: self = .notConnected
+        case Errno.addressInUse: self = .addressInUse
+        case Errno.addressNotAvailable: self = .addressNotAvailable
+        case Errno.networkUnreachable, Errno.noRouteToHost, Errno.networkDown, Errno.hostIsDown: self = .unreachable
+        case Errno.tooManyOpenFiles, Errno.tooManyOpenFilesInSystem: self = .tooManyOpenFiles
+        case Errno.permissionDenied, Errno.notPermitted: self = .permissionDenied
+        case Errno.badFileDescriptor: self = .closed
+        case Errno.invalidArgument, Errno.addressFamilyNotSupported, Errno.protocolNotSupported,
+             Errno.notSupported, Errno.notSupportedOnSocket, Errno.protocolWrongTypeForSocket,
+             Errno.socketTypeNotSupported, Errno.protocolNotAvailable, Errno.fileNameTooLong,
+             Errno.addressRequired, Errno.messageTooLong:
+            self = .invalidArgument
+        default: self = .system
+        }
+    }
+}
+
+/// `3s`, `250ms`, `1.5s`, `12µs`: the shortest exact-enough form for messages.
+func formatDuration(_ d: Duration) -> String {
+    let (s, atto) = d.components
+    let ns = s * 1_000_000_000 + atto / 1_000_000_000
+    func trim(_ value: Double) -> String { String(format3: value) }
+    if ns % 1_000_000_000 == 0 { return "\(ns / 1_000_000_000)s" }
+    if ns >= 1_000_000_000 { return "\(trim(Double(ns) / 1e9))s" }
+    if ns % 1_000_000 == 0 { return "\(ns / 1_000_000)ms" }
+    if ns >= 1_000_000 { return "\(trim(Double(ns) / 1e6))ms" }
+    if ns % 1_000 == 0 { return "\(ns / 1_000)µs" }
+    if ns >= 1_000 { return "\(trim(Double(ns) / 1e3))µs" }
+    return "\(ns)ns"
+}
+
+extension String {
+    /// Up to three decimals, trailing zeros removed: 1.5, 0.125, 2.333.
+    init(format3 value: Double) {
+        let scaled = (value * 1000).rounded()
+        let whole = Int(scaled / 1000)
+        var frac = Int(scaled) % 1000
+        if frac == 0 { self = "\(whole)"; return }
+        var digits = 3
+        while frac % 10 == 0 { frac /= 10; digits -= 1 }
+        let padded = String(repeating: "0", count: digits - String(frac).count) + String(frac)
+        self = "\(whole).\(padded)"
+    }
+}
