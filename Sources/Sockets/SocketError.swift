@@ -113,8 +113,8 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
     /// earlier of the socket's timeout and the caller's deadline). Zero when the deadline
     /// had already passed when the call began.
     public let timeout: Duration?
-    /// For `sendAll`, `receive(exactly:)` and connect-by-name: how many bytes had been
-    /// transferred (or addresses tried) before the failure.
+    /// For `sendAll` and `receive(exactly:)`: how many bytes had been transferred before
+    /// the failure.
     public let bytesTransferred: Int?
     /// Extra words for a person: what was invalid, which name failed to resolve, ...
     public let detail: String?
@@ -172,9 +172,7 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
             }
         }
         if let bytesTransferred {
-            text += operation == .connect
-                ? " (\(bytesTransferred) address\(bytesTransferred == 1 ? "" : "es") tried)"
-                : " (\(bytesTransferred) byte\(bytesTransferred == 1 ? "" : "s") transferred)"
+            text += " (\(bytesTransferred) byte\(bytesTransferred == 1 ? "" : "s") transferred)"
         }
         if let detail { text += ": \(detail)" }
         return text

@@ -1,0 +1,82 @@
+import Synchronization
+
+extension SocketAddress {
+    /// Resolves `HOST:PORT` (`localhost:80`, `example.org:443`, `[::1]:80`,
+    /// `127.0.0.1:1717`) or a Unix path into the addresses to try, in the resolver's order.
+    ///
+    /// Numeric addresses and paths are returned without any lookup. Names go through
+    /// `getaddrinfo(3)`, which has no timeout of its own; with a `deadline` the lookup runs
+    /// on a helper thread and this call gives up at the deadline (the lookup finishes in
+    /// the background and its result is dropped). Without one it blocks as long as the
+    /// system resolver does.
+    ///
+    /// - Throws: ``SocketError`` — `.invalidArgument` for malformed text (naming what is
+    ///   wrong), `.nameResolution` when the name does not resolve, `.timedOut` at the deadline.
+    public static func resolve(
+        _ hostPort: String, type: SocketType = .stream, deadline: ContinuousClock.Instant? = nil
+    ) throws(SocketError) -> [SocketAddress] {
+        if let path = unixPath(in: hostPort) {
+            try validateUnixPath(path, input: hostPort)
+            return [.unix(path: path)]
+        }
+        let (host, port) = try HostPort.split(hostPort)
+        return try resolve(host: host, port: port, type: type, deadline: deadline)
+    }
+
+    /// Resolves `host` (a name or a numeric address, IPv6 without brackets) with `port`.
+    /// See ``resolve(_:type:deadline:)``.
+    public static func resolve(
+        host: String, port: UInt16, type: SocketType = .stream, deadline: ContinuousClock.Instant? = nil
+    ) throws(SocketError) -> [SocketAddress] {
+        if host.isEmpty || host.utf8.contains(0) {
+            throw SocketError(.invalidArgument, .resolve, detail: "host name is empty or contains a NUL byte")
+        }
+        if let numeric = try numeric(host: host, port: port, input: host) { return [numeric] }
+        let outcome: Result<[SocketAddress], Sys.ResolveFailure>
+        if let deadline {
+            outcome = try lookUp(host: host, port: port, type: type, deadline: deadline)
+        } else {
+            outcome = Sys.getAddrInfo(host: host, port: port, type: type.rawValue)
+        }
+        switch outcome {
+        case .success(let list) where !list.isEmpty:
+            return list
+        case .success:
+            throw SocketError(.nameResolution, .resolve, detail: "'\(host)' has no IPv4 or IPv6 address")
+        case .failure(let failure):
+            throw SocketError(.nameResolution, .resolve, errno: failure.errno, detail: "'\(host)': \(failure.message)")
+        }
+    }
+
+    /// getaddrinfo on a helper thread, waited for until `deadline` through a socket pair
+    /// (so the wait is the library's own, with its EINTR and clock handling).
+    private static func lookUp(
+        host: String, port: UInt16, type: SocketType, deadline: ContinuousClock.Instant
+    ) throws(SocketError) -> Result<[SocketAddress], Sys.ResolveFailure> {
+        guard deadline > .now else {
+            throw SocketError(.timedOut, .resolve, timeout: .zero, detail: "'\(host)'")
+        }
+        let started = ContinuousClock.now
+        let (waiter, notifier) = try Socket.pair()
+        waiter.timeout = .never
+        let job = ResolveJob()
+        let spawned = Sys.spawnDetached { [job] in
+            job.finish(Sys.getAddrInfo(host: host, port: port, type: type.rawValue))
+            _ = try? notifier.send([1])
+        }
+        guard spawned else { return Sys.getAddrInfo(host: host, port: port, type: type.rawValue) }
+        do {
+            _ = try waiter.receive(upTo: 1, deadline: deadline)
+        } catch where error.kind == .timedOut {
+            throw SocketError(.timedOut, .resolve, timeout: deadline - started, detail: "'\(host)'")
+        }
+        return job.result ?? .failure(Sys.ResolveFailure(message: "no answer", errno: nil))
+    }
+}
+
+/// The result slot shared by a caller and its resolver thread.
+private final class ResolveJob: Sendable {
+    private let box = Mutex<Result<[SocketAddress], Sys.ResolveFailure>?>(nil)
+    func finish(_ result: Result<[SocketAddress], Sys.ResolveFailure>) { box.withLock { $0 = result } }
+    var result: Result<[SocketAddress], Sys.ResolveFailure>? { box.withLock { $0 } }
+}

@@ -1,0 +1,97 @@
+import ArgumentParser
+import Foundation
+import Sockets
+
+struct Listen: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Accept a connection on [HOST:]PORT and copy stdin to it and it to stdout.",
+        discussion: """
+            HOST defaults to 127.0.0.1 (never every interface unless you ask: 0.0.0.0:PORT).
+            Prints 'listening on HOST:PORT' on stderr with the real port, also for port 0.
+            Without --keep-open: one connection; ends when the peer has closed and stdin is sent.
+            With --keep-open: serves connections at once, each on its own thread, their data
+            to stdout (stdin is not read); a connection silent for --timeout is closed;
+            at the descriptor limit (EMFILE) it backs off (5 ms doubling to 1 s) and resumes.
+            """
+    )
+
+    @Argument(help: "[HOST:]PORT, or a Unix socket path.")
+    var endpoint: String
+
+    @Option(name: .customLong("accept-timeout"), help: "Give up if no connection arrives within this long.", transform: parseDuration)
+    var acceptTimeout: DurationArgument?
+
+    @Option(help: "The connection's timeout for each wait on the peer.", transform: parseDuration)
+    var timeout: DurationArgument?
+
+    @Flag(name: .customLong("keep-open"), help: "Keep accepting connections.")
+    var keepOpen = false
+
+    func run() throws {
+        do {
+            let server = try makeServer()
+            printError("listening on \(try server.localAddress)")
+            server.timeout = acceptTimeout?.timeout ?? .never
+            if keepOpen { try serveForever(server) }
+            let (connection, peer) = try server.accept()
+            server.close()
+            printError("connection from \(peer)")
+            connection.timeout = timeout?.timeout ?? .never
+            if let error = Relay(socket: connection, endWhenPeerCloses: false).run() {
+                throw Exit.report(error)
+            }
+        } catch let error as SocketError {
+            throw Exit.report(error)
+        }
+    }
+
+    private func makeServer() throws(SocketError) -> Socket {
+        let text = endpoint.allSatisfy(\.isNumber) ? "127.0.0.1:\(endpoint)" : endpoint
+        let address = try SocketAddress.resolve(text)[0]  // resolve throws rather than return none
+        let server = try Socket(address.family)
+        if address.family != .unix { try server.setOption(.reuseAddress, true) }
+        try server.bind(to: address)
+        try server.listen()
+        return server
+    }
+
+    /// The --keep-open accept loop. Returns only by throwing (accept timeout, or an error
+    /// that is not about descriptors).
+    private func serveForever(_ server: Socket) throws(SocketError) -> Never {
+        let stdoutLock = NSLock()
+        let connectionTimeout = timeout?.timeout ?? .never
+        var backoff: Duration?
+        while true {
+            do throws(SocketError) {
+                let (connection, peer) = try server.accept()
+                if backoff != nil { printError("sock: accepting again") }
+                backoff = nil
+                connection.timeout = connectionTimeout
+                Thread.detachNewThread {
+                    Listen.drain(connection, from: peer, stdoutLock: stdoutLock)
+                }
+            } catch where error.kind == .tooManyOpenFiles {
+                // The connection stays queued; retrying at once would spin. Back off like Go's
+                // net/http: 5 ms, doubling, at most 1 s.
+                let next = backoff.map { min($0 * 2, .seconds(1)) } ?? .milliseconds(5)
+                if backoff == nil { printError("sock: \(error); backing off") }
+                backoff = next
+                Thread.sleep(forTimeInterval: Double(next.components.seconds) + Double(next.components.attoseconds) / 1e18)
+            }
+        }
+    }
+
+    /// Copies one --keep-open connection to stdout until it closes, fails or idles out.
+    private static func drain(_ connection: Socket, from peer: SocketAddress, stdoutLock: NSLock) {
+        defer { connection.close() }
+        do {
+            while true {
+                let chunk = try connection.receive(upTo: 65_536)
+                if chunk.isEmpty { return }
+                stdoutLock.withLock { _ = writeAll(1, chunk) }
+            }
+        } catch {
+            printError("sock: connection from \(peer): \(error); closed")
+        }
+    }
+}
