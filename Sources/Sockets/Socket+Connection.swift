@@ -62,18 +62,23 @@ extension Socket {
     ///   `.closed`, `.invalidArgument` if the socket is not listening.
     public func accept(deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> (Socket, SocketAddress) {
         try withDescriptor(.accept, address: nil) { fd, timeout throws(SocketError) in
-            let budget = try WaitBudget(timeout, deadline: deadline, .accept, address: nil)
-            let (newFD, peer) = try retrying(fd, budget, events: Sys.pollIn) { () throws(Errno) -> (CInt, SocketAddress)? in
-                // Each retry consumes one dead connection from a finite queue.
-                while true {
-                    do throws(Errno) {
-                        return try Sys.accept(fd)
-                    } catch where Socket.acceptRetryable(error) {
-                        continue
+            do throws(SocketError) {
+                let budget = try WaitBudget(timeout, deadline: deadline, .accept, address: nil)
+                let (newFD, peer) = try retrying(fd, budget, events: Sys.pollIn) { () throws(Errno) -> (CInt, SocketAddress)? in
+                    // Each retry consumes one dead connection from a finite queue.
+                    while true {
+                        do throws(Errno) {
+                            return try Sys.accept(fd)
+                        } catch where Socket.acceptRetryable(error) {
+                            continue
+                        }
                     }
                 }
+                return (Socket(fd: newFD, family: family, type: type, timeout: Socket.defaultTimeout), peer)
+            } catch {
+                // Errors name the listening address; successes never pay for getsockname.
+                throw error.at(try? Sys.localAddress(fd))
             }
-            return (Socket(fd: newFD, family: family, type: type, timeout: Socket.defaultTimeout), peer)
         }
     }
 

@@ -48,7 +48,11 @@ extension Socket {
                 socket.timeout = timeout
                 return socket
             } catch {
-                firstError = firstError ?? error
+                // A timeout is reported against the caller's allowance, not this attempt's share.
+                let reported = error.kind == .timedOut && error.timeout != .zero
+                    ? SocketError(.timedOut, .connect, address: address, timeout: overall.map { $0 - start })
+                    : error
+                firstError = firstError ?? reported
                 if error.kind == .timedOut && attemptDeadline == overall { break }
             }
         }
