@@ -1,0 +1,214 @@
+import Foundation
+import Sockets
+import Testing
+
+/// The `sock` binary `swift test` built beside this test bundle.
+private let sockPath = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    .deletingLastPathComponent().appendingPathComponent("sock").path
+
+/// A running `sock`, ended by its PID if it outlives its time limit.
+private final class SockProcess {
+    let process = Process()
+    let stdin = Pipe()
+    let stdout = Pipe()
+    let stderr = Pipe()
+
+    init(_ arguments: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: sockPath)
+        process.arguments = arguments
+        process.standardInput = stdin
+        process.standardOutput = stdout
+        process.standardError = stderr
+        try process.run()
+    }
+
+    /// Waits for exit, at most `limit`; kills the process (SIGTERM, then SIGKILL) past it.
+    func finish(within limit: Duration = .seconds(20)) throws -> (status: Int32, out: String, err: String) {
+        let end = ContinuousClock.now + limit
+        while process.isRunning && ContinuousClock.now < end { usleep(10_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGTERM)
+            usleep(200_000)
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+            throw CLIFailure("sock \(process.arguments ?? []) still running after \(limit); killed")
+        }
+        let out = String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let err = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        return (process.terminationStatus, out, err)
+    }
+
+    /// Reads stderr until a line starting with `prefix` appears (bounded by `limit`).
+    func waitForLine(startingWith prefix: String, within limit: Duration = .seconds(10)) throws -> String {
+        let fd = stderr.fileHandleForReading.fileDescriptor
+        var text = ""
+        let end = ContinuousClock.now + limit
+        while ContinuousClock.now < end {
+            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) { return String(line) }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, 100) >= 0 else { continue }
+            if pfd.revents != 0 {
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                let n = read(fd, &buffer, buffer.count)
+                if n <= 0 { break }
+                text += String(decoding: buffer.prefix(n), as: UTF8.self)
+            }
+        }
+        throw CLIFailure("no line starting with '\(prefix)' on stderr; got: \(text)")
+    }
+
+    func send(_ text: String, thenClose: Bool = true) {
+        stdin.fileHandleForWriting.write(Data(text.utf8))
+        if thenClose { try? stdin.fileHandleForWriting.close() }
+    }
+}
+
+private struct CLIFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Runs `sock` with empty stdin and returns its exit status and output.
+private func sock(_ arguments: String..., within limit: Duration = .seconds(20)) throws -> (status: Int32, out: String, err: String) {
+    let p = try SockProcess(arguments)
+    try? p.stdin.fileHandleForWriting.close()
+    return try p.finish(within: limit)
+}
+
+@Suite("the sock command", .serialized)
+struct CLITests {
+    @Test("sock demo plays every scenario with real outcomes")
+    func demo() throws {
+        let start = ContinuousClock.now
+        let (status, out, _) = try sock("demo", "--timeout", "200ms", within: .seconds(30))
+        #expect(status == 0)
+        #expect(ContinuousClock.now - start < .seconds(15))
+        #expect(out.components(separatedBy: "refused at once (ECONNREFUSED)").count - 1 == 3, "\(out)")
+        #expect(out.components(separatedBy: "timed out after 200ms").count - 1 == 2, "\(out)")
+        #expect(out.contains("not applied (timeout: never): stopped by close()"), "\(out)")
+        #expect(out.contains("accepted; echoed \"hello\""), "\(out)")
+        for scenario in ["1 ", "2 ", "3a", "3b", "4 ", "5 ", "6 "] {
+            #expect(out.contains("\n\(scenario)"), "scenario \(scenario) missing")
+        }
+    }
+
+    @Test("connect to a port with nothing listening: exit 1 at once, the message names ECONNREFUSED")
+    func refused() throws {
+        let holder = try Socket(.ipv4)
+        try holder.bind(to: .ipv4(.loopback, port: 0))
+        let address = try holder.localAddress
+        let start = ContinuousClock.now
+        let (status, _, err) = try sock("connect", "\(address)", "--timeout", "20s")
+        #expect(status == 1)
+        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(err.contains("connect to \(address) failed: Connection refused (ECONNREFUSED)"), "\(err)")
+    }
+
+    @Test("connect to a full accept queue: exit 124 after the timeout")
+    func connectTimesOut() throws {
+        let server = try Socket(.ipv4)
+        try server.bind(to: .ipv4(.loopback, port: 0))
+        try server.listen(backlog: 0)
+        let address = try server.localAddress
+        var fillers: [Socket] = []
+        for _ in 0..<16 {
+            let filler = try Socket(.ipv4)
+            fillers.append(filler)
+            if (try? filler.connect(to: address, deadline: .now + .milliseconds(100))) == nil { break }
+        }
+        let start = ContinuousClock.now
+        let (status, _, err) = try sock("connect", "\(address)", "--timeout", "300ms")
+        let elapsed = ContinuousClock.now - start
+        #expect(status == 124)
+        #expect(elapsed >= .milliseconds(300))
+        #expect(err.contains("connect to \(address) timed out after 300ms"), "\(err)")
+        _ = fillers
+    }
+
+    @Test("listen with an accept timeout and nobody coming: exit 124, the real port printed")
+    func listenAcceptTimeout() throws {
+        let (status, _, err) = try sock("listen", "0", "--accept-timeout", "200ms")
+        #expect(status == 124)
+        #expect(err.contains("listening on 127.0.0.1:"), "\(err)")
+        #expect(!err.contains("listening on 127.0.0.1:0\n"), "printed port 0, not the real one: \(err)")
+        #expect(err.contains("timed out after 200ms"), "\(err)")
+    }
+
+    @Test("connect --timeout to a silent peer: exit 124 after the timeout")
+    func silentPeer() throws {
+        let server = try Socket(.ipv4)
+        try server.bind(to: .ipv4(.loopback, port: 0))
+        try server.listen()
+        let address = try server.localAddress
+        let p = try SockProcess(["connect", "\(address)", "--timeout", "300ms"])  // stdin stays open
+        let (connection, _) = try server.accept(deadline: .now + .seconds(10))
+        let (status, _, err) = try p.finish()
+        #expect(status == 124)
+        #expect(err.contains("receive from \(address) timed out after 300ms"), "\(err)")
+        _ = connection
+    }
+
+    @Test("bad input exits 64 with a message naming what was wrong", arguments: [
+        (["connect", "127.0.0.1:70000"], "out of range"),
+        (["connect", "127.0.0.1"], "missing ':PORT'"),
+        (["connect", "::1:80"], "brackets"),
+        (["connect", "127.0.0.1:80", "--timeout", "abc"], "not a duration"),
+        (["connect", "127.0.0.1:80", "--timeout=-1"], "not a duration"),
+        (["connect", "127.0.0.1:80", "--timeout", "0"], "must be positive"),
+        (["listen", "0", "--accept-timeout", "1e999"], "not a duration"),
+        (["listen", "99999"], "out of range"),
+        (["demo", "--timeout", "soon"], "not a duration"),
+        (["frobnicate"], "Unexpected argument"),
+    ])
+    func badInput(_ arguments: [String], _ reason: String) throws {
+        let p = try SockProcess(arguments)
+        try? p.stdin.fileHandleForWriting.close()
+        let (status, _, err) = try p.finish()
+        #expect(status == 64, "\(arguments): \(err)")
+        #expect(err.contains(reason), "\(arguments): \(err)")
+    }
+
+    @Test("listen and connect relay both ways and exit 0 when both sides are done")
+    func relay() throws {
+        let listener = try SockProcess(["listen", "0", "--timeout", "10s"])
+        let line = try listener.waitForLine(startingWith: "listening on ")
+        let address = String(line.dropFirst("listening on ".count))
+        listener.send("from the server\n")
+        let client = try SockProcess(["connect", address, "--timeout", "10s"])
+        client.send("from the client\n")
+        let (clientStatus, clientOut, clientErr) = try client.finish()
+        let (listenStatus, listenOut, listenErr) = try listener.finish()
+        #expect(clientStatus == 0, "\(clientErr)")
+        #expect(listenStatus == 0, "\(listenErr)")
+        #expect(clientOut == "from the server\n")
+        #expect(listenOut == "from the client\n")
+    }
+
+    @Test("listen --keep-open serves several clients and drops one that idles past --timeout")
+    func keepOpen() throws {
+        let listener = try SockProcess(["listen", "0", "--keep-open", "--timeout", "300ms"])
+        // SIGKILL: a child spawned from a test-runner thread inherits its blocked signal mask,
+        // so SIGTERM would stay pending.
+        defer { if listener.process.isRunning { kill(listener.process.processIdentifier, SIGKILL) } }
+        let line = try listener.waitForLine(startingWith: "listening on ")
+        let address = try SocketAddress(String(line.dropFirst("listening on ".count)))
+        let idle = try Socket(.ipv4)
+        try idle.connect(to: address)
+        for word in ["one", "two"] {
+            let client = try Socket(.ipv4)
+            try client.connect(to: address)
+            try client.sendAll(Array("\(word)\n".utf8))
+            client.close()
+        }
+        // The idle client is cut off by the server after its 300 ms timeout: we see EOF.
+        idle.timeout = try .after(.seconds(5))
+        let start = ContinuousClock.now
+        #expect(try idle.receive(upTo: 10).isEmpty)
+        #expect(ContinuousClock.now - start >= .milliseconds(200))
+        #expect(listener.process.isRunning)
+        kill(listener.process.processIdentifier, SIGKILL)
+        let (_, out, err) = try listener.finish()
+        #expect(out.contains("one\n") && out.contains("two\n"), "\(out)")
+        #expect(err.contains("timed out after 300ms; closed"), "\(err)")
+    }
+}
