@@ -6,15 +6,19 @@ import SystemPackage
 ///
 /// Match on the kind, never on the message:
 /// ```swift
-/// do {
+/// do throws(SocketError) {
 ///     try socket.connect(to: address)
-/// } catch SocketError.Kind.timedOut {
-///     // nobody answered in time
-/// } catch SocketError.Kind.connectionRefused {
-///     // nothing listens there
+/// } catch {
+///     switch error.kind {
+///     case .timedOut: ...           // nobody answered in time
+///     case .connectionRefused: ...  // nothing listens there
+///     default: throw error
+///     }
 /// }
 /// ```
-/// or `catch let error as SocketError where error.kind == .timedOut`.
+/// `catch SocketError.Kind.timedOut` also matches (through `~=`), but with Swift 6.3.1 that
+/// pattern, in a `do` whose error type the compiler infers, can crash the compiler; the
+/// explicit `do throws(SocketError)` form above is safe.
 ///
 /// The ``description`` is written for a person:
 /// `connect to 127.0.0.1:1717 timed out after 3s`,

@@ -34,7 +34,7 @@ struct Demo: ParsableCommand {
         printOut("")
         let columns = [3, 50, 28]
         printRow(["#", "Scenario", "Tutorials say", "What happened here", "Elapsed"], columns)
-        printRow(["-", String(repeating: "-", count: 48), String(repeating: "-", count: 26), String(repeating: "-", count: 44), "-------"], columns)
+        printRow(["-", String(repeating: "-", count: 48), String(repeating: "-", count: 26), String(repeating: "-", count: 56), "-------"], columns)
         do throws(SocketError) {
             let scenarios = Scenarios(t: t, timeout: timeout, port: port)
             for play in [scenarios.one, scenarios.two, scenarios.threeA, scenarios.threeB,
@@ -58,9 +58,9 @@ struct Demo: ParsableCommand {
             if index < widths.count {
                 line += cell.padding(toLength: max(widths[index], cell.count + 1), withPad: " ", startingAt: 0)
             } else if index == cells.count - 1 {
-                line += "  " + cell
+                line += cell
             } else {
-                line += cell.padding(toLength: max(45, cell.count + 1), withPad: " ", startingAt: 0)
+                line += cell.padding(toLength: max(58, cell.count + 1), withPad: " ", startingAt: 0)
             }
         }
         printOut(line)
