@@ -3,7 +3,10 @@ import SystemPackage
 
 /// Stream (TCP, or Unix stream) or datagram (UDP, or Unix datagram).
 public enum SocketType: Hashable, Sendable, CustomStringConvertible {
-    case stream, datagram
+    /// `SOCK_STREAM`: a reliable byte stream (TCP, or Unix stream).
+    case stream
+    /// `SOCK_DGRAM`: separate messages (UDP, or Unix datagram).
+    case datagram
 
     var rawValue: CInt {
         switch self {

@@ -54,7 +54,9 @@ public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
 /// Prints as `127.0.0.1:1717`, `[::1]:80`, `[fe80::1%2]:80` or the path. Parse numeric
 /// forms with ``init(_:)``; resolve host names with ``resolve(_:type:deadline:)``.
 public enum SocketAddress: Hashable, Sendable, CustomStringConvertible {
+    /// An IPv4 address and port (`sockaddr_in`).
     case ipv4(IPv4Address, port: UInt16)
+    /// An IPv6 address, port and scope (interface index; 0 for none) (`sockaddr_in6`).
     case ipv6(IPv6Address, port: UInt16, scopeID: UInt32 = 0)
     /// A Unix-domain socket path. An empty path is an unnamed socket (the peer of a
     /// `socketpair`, or a datagram sender that never bound).
@@ -62,7 +64,12 @@ public enum SocketAddress: Hashable, Sendable, CustomStringConvertible {
 
     /// The address family of a socket: which kind of ``SocketAddress`` it uses.
     public enum Family: Hashable, Sendable, CustomStringConvertible {
-        case ipv4, ipv6, unix
+        /// `AF_INET`.
+        case ipv4
+        /// `AF_INET6`.
+        case ipv6
+        /// `AF_UNIX`.
+        case unix
 
         public var description: String {
             switch self {

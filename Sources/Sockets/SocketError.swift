@@ -84,22 +84,39 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
         }
         public var description: String { name }
 
+        /// The `socket` step.
         public static let create = Operation("socket", "for")
+        /// The `bind` step.
         public static let bind = Operation("bind", "to")
+        /// The `listen` step.
         public static let listen = Operation("listen", "on")
+        /// The `accept` step.
         public static let accept = Operation("accept", "on")
+        /// The `connect` step.
         public static let connect = Operation("connect", "to")
+        /// The `send` step.
         public static let send = Operation("send", "to")
+        /// The `sendAll` step.
         public static let sendAll = Operation("sendAll", "to")
+        /// The `receive` step.
         public static let receive = Operation("receive", "from")
+        /// The `sendTo` step.
         public static let sendTo = Operation("sendTo", "to")
+        /// The `receiveFrom` step.
         public static let receiveFrom = Operation("receiveFrom", "on")
+        /// The `shutdown` step.
         public static let shutdown = Operation("shutdown", "of")
+        /// The `setOption` step.
         public static let setOption = Operation("setOption", "on")
+        /// The `getOption` step.
         public static let getOption = Operation("getOption", "on")
+        /// The `getsockname/getpeername` step.
         public static let address = Operation("getsockname/getpeername", "of")
+        /// The `resolve` step.
         public static let resolve = Operation("resolve", "of")
+        /// The `parse` step.
         public static let parse = Operation("parse", "of")
+        /// The `set timeout` step.
         public static let setTimeout = Operation("set timeout", "on")
     }
 

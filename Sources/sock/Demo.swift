@@ -116,42 +116,48 @@ struct Scenarios {
         }
     }
 
-    func one() throws(SocketError) -> Demo.Row {
+    /// Connects, with a client made by `makeClient`, to a port that is bound but not
+    /// listening, and reports what happened.
+    private func connectToBoundOnly(
+        _ number: String, _ scenario: String, claim: String,
+        makeClient: () throws(SocketError) -> Socket
+    ) throws(SocketError) -> Demo.Row {
         let server = try boundOnly()
         defer { server.close() }
         let target = try server.localAddress
-        let client = try Socket(.ipv4)
+        let client = try makeClient()
         defer { client.close() }
-        client.timeout = .never
         let (elapsed, result) = timed { () throws(SocketError) in try client.connect(to: target, deadline: .now + safety) }
-        return .init(number: "1", scenario: "connect, no timeout; port bound, not listening",
-                     claim: "waits forever", outcome: describe(result, elapsed: elapsed), elapsed: elapsed)
+        return .init(number: number, scenario: scenario, claim: claim,
+                     outcome: describe(result, elapsed: elapsed), elapsed: elapsed)
+    }
+
+    func one() throws(SocketError) -> Demo.Row {
+        try connectToBoundOnly("1", "connect, no timeout; port bound, not listening", claim: "waits forever") {
+            () throws(SocketError) in
+            let client = try Socket(.ipv4)
+            client.timeout = .never
+            return client
+        }
     }
 
     func two() throws(SocketError) -> Demo.Row {
-        let server = try boundOnly()
-        defer { server.close() }
-        let target = try server.localAddress
-        let client = try Socket(.ipv4)
-        defer { client.close() }
-        client.timeout = timeout
-        let (elapsed, result) = timed { () throws(SocketError) in try client.connect(to: target, deadline: .now + safety) }
-        return .init(number: "2", scenario: "the same, client timeout \(timeout)",
-                     claim: "TimeoutError after \(timeout)", outcome: describe(result, elapsed: elapsed), elapsed: elapsed)
+        try connectToBoundOnly("2", "the same, client timeout \(timeout)", claim: "TimeoutError after \(timeout)") {
+            () throws(SocketError) in
+            let client = try Socket(.ipv4)
+            client.timeout = timeout
+            return client
+        }
     }
 
     func threeA() throws(SocketError) -> Demo.Row {
-        let server = try boundOnly()
-        defer { server.close() }
-        let target = try server.localAddress
-        let saved = Socket.defaultTimeout
-        defer { Socket.defaultTimeout = saved }
-        Socket.defaultTimeout = timeout
-        let client = try Socket(.ipv4)  // created after the default was set: it applies
-        defer { client.close() }
-        let (elapsed, result) = timed { () throws(SocketError) in try client.connect(to: target, deadline: .now + safety) }
-        return .init(number: "3a", scenario: "the same, default timeout set before the socket",
-                     claim: "TimeoutError after \(timeout)", outcome: describe(result, elapsed: elapsed), elapsed: elapsed)
+        try connectToBoundOnly("3a", "the same, default timeout set before the socket", claim: "TimeoutError after \(timeout)") {
+            () throws(SocketError) in
+            let saved = Socket.defaultTimeout
+            defer { Socket.defaultTimeout = saved }
+            Socket.defaultTimeout = timeout
+            return try Socket(.ipv4)  // created after the default was set: it applies
+        }
     }
 
     /// The common mistake: the default is set after the socket exists, so it does not
