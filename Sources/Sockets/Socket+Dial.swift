@@ -37,14 +37,9 @@ extension Socket {
         for (index, address) in addresses.enumerated() {
             let attemptDeadline = overall.map { partialDeadline(overall: $0, addressesLeft: addresses.count - index) }
             do throws(SocketError) {
-                let socket = try Socket(address.family, .stream)
+                let socket = try Socket(address.family, .stream)  // closes itself if connect throws
                 socket.timeout = .never  // the attempt's deadline bounds the wait
-                do {
-                    try socket.connect(to: address, deadline: attemptDeadline)
-                } catch {
-                    socket.close()
-                    throw error
-                }
+                try socket.connect(to: address, deadline: attemptDeadline)
                 socket.timeout = timeout
                 return socket
             } catch {

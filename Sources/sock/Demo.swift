@@ -92,6 +92,13 @@ struct Scenarios {
         return server
     }
 
+    /// A server listening on the scenario port with `backlog`.
+    private func listening(backlog: Int = 128) throws(SocketError) -> Socket {
+        let server = try boundOnly()
+        try server.listen(backlog: backlog)
+        return server
+    }
+
     /// Times `body`.
     private func timed<R>(_ body: () throws(SocketError) -> R) -> (Duration, Result<R, SocketError>) {
         let start = ContinuousClock.now
@@ -189,11 +196,8 @@ struct Scenarios {
     }
 
     func four() throws(SocketError) -> Demo.Row {
-        let server = try Socket(.ipv4)
+        let server = try listening()
         defer { server.close() }
-        try server.setOption(.reuseAddress, true)
-        try server.bind(to: bindAddress)
-        try server.listen()
         server.timeout = timeout
         let (elapsed, result) = timed { () throws(SocketError) in _ = try server.accept(deadline: .now + safety) }
         return .init(number: "4", scenario: "accept with timeout \(timeout), nobody connects",
@@ -212,11 +216,8 @@ struct Scenarios {
     }
 
     func six() throws(SocketError) -> Demo.Row {
-        let server = try Socket(.ipv4)
+        let server = try listening()
         defer { server.close() }
-        try server.setOption(.reuseAddress, true)
-        try server.bind(to: bindAddress)
-        try server.listen()
         server.timeout = timeout
         let target = try server.localAddress
         let message = Array("hello".utf8)
@@ -244,10 +245,7 @@ struct Scenarios {
     /// A listener with a backlog of 0 whose queue has been filled: Linux queues one
     /// connection, then drops further SYNs, so the next connect hears nothing at all.
     private func fullQueue() throws(SocketError) -> (Socket, [Socket], SocketAddress) {
-        let server = try Socket(.ipv4)
-        try server.setOption(.reuseAddress, true)
-        try server.bind(to: bindAddress)
-        try server.listen(backlog: 0)
+        let server = try listening(backlog: 0)
         let target = try server.localAddress
         var fillers: [Socket] = []
         for _ in 0..<16 {  // bounded: Linux needs one or two
@@ -266,8 +264,4 @@ struct Scenarios {
 /// `1.5s`, `500ms`: the library's own duration wording.
 private func short(_ d: Duration) -> String {
     (try? SocketTimeout.after(d))?.description ?? "\(d)"
-}
-
-private func seconds(_ d: Duration) -> Double {
-    Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
 }

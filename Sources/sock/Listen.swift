@@ -76,7 +76,7 @@ struct Listen: ParsableCommand {
                 let next = backoff.map { min($0 * 2, .seconds(1)) } ?? .milliseconds(5)
                 if backoff == nil { printError("sock: \(error); backing off") }
                 backoff = next
-                Thread.sleep(forTimeInterval: Double(next.components.seconds) + Double(next.components.attoseconds) / 1e18)
+                Thread.sleep(forTimeInterval: seconds(next))
             }
         }
     }

@@ -43,6 +43,11 @@ func readSome(_ fd: CInt, _ count: Int) -> [UInt8]? {
     }
 }
 
+/// A duration as seconds, for Foundation's sleeping APIs.
+func seconds(_ d: Duration) -> Double {
+    Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+}
+
 /// `Linux 6.1.0 x86_64`, from uname(2).
 func systemName() -> String {
     var info = utsname()
