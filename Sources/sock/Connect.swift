@@ -5,7 +5,8 @@ struct Connect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Connect to HOST:PORT and copy stdin to it and it to stdout.",
         discussion: """
-            End of stdin shuts down the write side; the command ends when the peer closes.
+            End of stdin shuts down the write side; the command ends when the peer closes
+            (input still being sent gets 0.5 s more).
             --timeout bounds the connect (resolution included) and then each wait on the peer.
             """
     )

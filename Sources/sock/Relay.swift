@@ -7,9 +7,14 @@ import Synchronization
 /// netcat does, with the socket's timeout on every wait for the peer.
 struct Relay {
     let socket: Socket
-    /// True: the command ends when the peer closes (connect). False: it also waits for
-    /// standard input to be sent in full (listen).
+    /// True: the command ends when the peer closes (connect), after giving input already on
+    /// its way up to `closeGrace` to be sent. False: it waits for standard input to be sent in
+    /// full (listen).
     let endWhenPeerCloses: Bool
+
+    /// How long connect still sends standard input after the peer has closed (socat's `-t`
+    /// default): input written together with the peer's reply is not lost to a thread race.
+    static let closeGrace = 0.5
 
     /// Runs until the peer closes (and, for listen, stdin is sent); returns the first error.
     func run() -> SocketError? {
@@ -39,7 +44,11 @@ struct Relay {
                 if chunk.isEmpty { break }
                 if !writeAll(1, chunk) { break }  // stdout's reader is gone
             }
-            if !endWhenPeerCloses { uploadDone.wait() }
+            if endWhenPeerCloses {
+                _ = uploadDone.wait(timeout: .now() + Relay.closeGrace)
+            } else {
+                uploadDone.wait()
+            }
         } catch {
             firstError.withLock { $0 = $0 ?? error }
         }
