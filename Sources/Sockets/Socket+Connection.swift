@@ -61,14 +61,14 @@ extension Socket {
     ///   `.tooManyOpenFiles` (the connection stays queued: back off before retrying),
     ///   `.closed`, `.invalidArgument` if the socket is not listening.
     public func accept(deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> (Socket, SocketAddress) {
-        try withDescriptor(.accept, address: nil) { fd, timeout throws(SocketError) in
+        try withCall(.accept, address: nil, deadline: deadline, .receive, needsNonblocking: true) { call throws(SocketError) in
+            let fd = call.fd
             do throws(SocketError) {
-                let budget = try WaitBudget(timeout, deadline: deadline, .accept, address: nil)
-                let (newFD, peer) = try retrying(fd, budget, events: Sys.pollIn) { () throws(Errno) -> (CInt, SocketAddress)? in
+                let (newFD, peer) = try perform(&call, events: Sys.pollIn) { mayBlock throws(Errno) -> (CInt, SocketAddress)? in
                     // Each retry consumes one dead connection from a finite queue.
                     while true {
                         do throws(Errno) {
-                            return try Sys.accept(fd)
+                            return try Sys.accept(fd, mayBlock: mayBlock)
                         } catch where Socket.acceptRetryable(error) {
                             continue
                         }
@@ -99,17 +99,27 @@ extension Socket {
     ///   `.wouldBlock`, `.closed`, `.invalidArgument` (an address of another family).
     public func connect(to address: SocketAddress, deadline: ContinuousClock.Instant? = nil) throws(SocketError) {
         try checkFamily(address, .connect)
-        try withDescriptor(.connect, address: address) { fd, timeout throws(SocketError) in
-            let budget = try WaitBudget(timeout, deadline: deadline, .connect, address: address)
+        try withCall(.connect, address: address, deadline: deadline, .send, needsNonblocking: true) { call throws(SocketError) in
+            let fd = call.fd
+            let budget = call.budget
             while true {
+                if call.onKernelPath && call.kernelAttemptMade { try leaveKernelPath(&call) }
+                let mayBlock = call.mayBlock
+                call.kernelAttemptMade = true
                 do throws(Errno) {
                     try Sys.connect(fd, address)
                     return
+                } catch .interrupted where family == .unix {
+                    // A Unix connect is not carried on by the kernel: try again.
+                    continue
                 } catch .nowInProgress, .interrupted {
-                    // In progress (EINTR too: the kernel goes on with it). Fall through to wait.
+                    // In progress (EINTR too: the kernel goes on with it; on the kernel path
+                    // EINPROGRESS means its timer fired). Fall through to wait.
                 } catch .resourceTemporarilyUnavailable where family == .unix {
-                    // A Unix listener's queue is full: nothing is in progress, so pace
-                    // retries of connect itself, 1 ms apart, within the budget.
+                    // A Unix listener's queue is full (on the kernel path: for as long as the
+                    // timer ran). Nothing is in progress, so pace retries of connect itself,
+                    // 1 ms apart, within the budget.
+                    if mayBlock { continue }
                     switch budget.limit {
                     case .none:
                         throw budget.wouldBlock()

@@ -13,11 +13,13 @@ extension Socket {
     ///   gone or this side shut down writing; no SIGPIPE is raised), `.connectionReset`,
     ///   `.notConnected`, `.closed`.
     public func send(_ buffer: UnsafeRawBufferPointer, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> Int {
-        try withDescriptor(.send, address: nil) { fd, timeout throws(SocketError) in
+        // Never sleeps in the kernel (no direction): a blocking send would wait until it had
+        // sent everything, and `send` returns as soon as it has sent something.
+        try withCall(.send, address: nil, deadline: deadline, nil) { call throws(SocketError) in
+            let fd = call.fd
             do throws(SocketError) {
-                let budget = try WaitBudget(timeout, deadline: deadline, .send, address: nil)
                 if buffer.isEmpty && type == .stream { return 0 }
-                return try retrying(fd, budget, events: Sys.pollOut) { () throws(Errno) in try Sys.send(fd, buffer) }
+                return try perform(&call, events: Sys.pollOut) { _ throws(Errno) in try Sys.send(fd, buffer, mayBlock: false) }
             } catch {
                 throw error.at(peerAddressForMessages(fd))
             }
@@ -39,13 +41,15 @@ extension Socket {
     ///   `.connectionReset`, `.closed`; each with ``SocketError/bytesTransferred`` set to
     ///   how much was sent before the failure.
     public func sendAll(_ buffer: UnsafeRawBufferPointer, deadline: ContinuousClock.Instant? = nil) throws(SocketError) {
-        try withDescriptor(.sendAll, address: nil) { fd, timeout throws(SocketError) in
+        try withCall(.sendAll, address: nil, deadline: deadline, .send) { call throws(SocketError) in
+            let fd = call.fd
             var sent = 0
             do throws(SocketError) {
-                let budget = try WaitBudget(timeout, deadline: deadline, .sendAll, address: nil)
                 while sent < buffer.count {
                     let rest = UnsafeRawBufferPointer(rebasing: buffer[sent...])
-                    sent += try retrying(fd, budget, events: Sys.pollOut) { () throws(Errno) in try Sys.send(fd, rest) }
+                    sent += try perform(&call, events: Sys.pollOut) { mayBlock throws(Errno) in
+                        try Sys.send(fd, rest, mayBlock: mayBlock)
+                    }
                 }
             } catch {
                 throw error.at(peerAddressForMessages(fd)).transferred(sent)
@@ -71,11 +75,13 @@ extension Socket {
     /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.connectionReset`,
     ///   `.closed` (also when another thread closes the socket during the wait).
     public func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> Int {
-        try withDescriptor(.receive, address: nil) { fd, timeout throws(SocketError) in
+        try withCall(.receive, address: nil, deadline: deadline, .receive) { call throws(SocketError) in
+            let fd = call.fd
             do throws(SocketError) {
-                let budget = try WaitBudget(timeout, deadline: deadline, .receive, address: nil)
                 if buffer.isEmpty && type == .stream { return 0 }
-                let n = try retrying(fd, budget, events: Sys.pollIn) { () throws(Errno) in try Sys.recv(fd, buffer) }
+                let n = try perform(&call, events: Sys.pollIn) { mayBlock throws(Errno) in
+                    try Sys.recv(fd, buffer, mayBlock: mayBlock)
+                }
                 // A wait woken by close() sees the shutdown as end of stream: report the close.
                 if n == 0 && isClosed { throw SocketError(.closed, .receive) }
                 return n
@@ -121,11 +127,13 @@ extension Socket {
         let bytes = [UInt8](unsafeUninitializedCapacity: count) { storage, filled in
             filled = 0
             do throws(SocketError) {
-                try withDescriptor(.receive, address: nil) { fd, timeout throws(SocketError) in
-                    let budget = try WaitBudget(timeout, deadline: deadline, .receive, address: nil)
+                try withCall(.receive, address: nil, deadline: deadline, .receive) { call throws(SocketError) in
+                    let fd = call.fd
                     while filled < count {
                         let rest = UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(storage)[filled...])
-                        let n = try retrying(fd, budget, events: Sys.pollIn) { () throws(Errno) in try Sys.recv(fd, rest) }
+                        let n = try perform(&call, events: Sys.pollIn) { mayBlock throws(Errno) in
+                            try Sys.recv(fd, rest, mayBlock: mayBlock)
+                        }
                         if n == 0 {
                             throw SocketError(isClosed ? .closed : .endOfStream, .receive, address: peerAddressForMessages(fd))
                         }
@@ -151,9 +159,11 @@ extension Socket {
     ///   `.connectionRefused` (a previous datagram was refused by ICMP), `.closed`.
     public func send(_ buffer: UnsafeRawBufferPointer, to address: SocketAddress, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> Int {
         try checkFamily(address, .sendTo)
-        return try withDescriptor(.sendTo, address: address) { fd, timeout throws(SocketError) in
-            let budget = try WaitBudget(timeout, deadline: deadline, .sendTo, address: address)
-            return try retrying(fd, budget, events: Sys.pollOut) { () throws(Errno) in try Sys.sendTo(fd, buffer, address) }
+        return try withCall(.sendTo, address: address, deadline: deadline, .send) { call throws(SocketError) in
+            let fd = call.fd
+            return try perform(&call, events: Sys.pollOut) { mayBlock throws(Errno) in
+                try Sys.sendTo(fd, buffer, address, mayBlock: mayBlock)
+            }
         }
     }
 
@@ -168,9 +178,11 @@ extension Socket {
     ///
     /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.closed`.
     public func receive(from buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> (count: Int, sender: SocketAddress) {
-        try withDescriptor(.receiveFrom, address: nil) { fd, timeout throws(SocketError) in
-            let budget = try WaitBudget(timeout, deadline: deadline, .receiveFrom, address: nil)
-            let result = try retrying(fd, budget, events: Sys.pollIn) { () throws(Errno) in try Sys.recvFrom(fd, buffer) }
+        try withCall(.receiveFrom, address: nil, deadline: deadline, .receive) { call throws(SocketError) in
+            let fd = call.fd
+            let result = try perform(&call, events: Sys.pollIn) { mayBlock throws(Errno) in
+                try Sys.recvFrom(fd, buffer, mayBlock: mayBlock)
+            }
             if isClosed { throw SocketError(.closed, .receiveFrom) }
             return result
         }

@@ -44,9 +44,14 @@ public enum SocketType: Hashable, Sendable, CustomStringConvertible {
 /// released only after the last such call has returned, so no call ever touches a
 /// descriptor number that has been reused.
 ///
-/// Underneath, the descriptor is always in non-blocking mode (`O_NONBLOCK`) and
-/// close-on-exec; waits are `ppoll(2)` (Linux) or `poll(2)` with nanosecond or
-/// millisecond precision. No call ever raises SIGPIPE (`MSG_NOSIGNAL` on Linux,
+/// Underneath, the descriptor is close-on-exec. On Linux it is blocking, and a call with a
+/// timeout of 50 ms or more (or none) sleeps in the kernel bounded by `SO_RCVTIMEO` /
+/// `SO_SNDTIMEO`, set once to a little less than the timeout, then finishes the wait with
+/// `ppoll(2)` for the time left: one system call per operation, as plain blocking C, and
+/// the precision of `ppoll`. Per-call deadlines, short timeouts and retries try the call
+/// without waiting (`MSG_DONTWAIT`, or `O_NONBLOCK` for accept and connect) and wait in
+/// `ppoll`. On Darwin the descriptor is non-blocking and every wait is `poll(2)`, rounded up
+/// to whole milliseconds. No call ever raises SIGPIPE (`MSG_NOSIGNAL` on Linux,
 /// `SO_NOSIGPIPE` on Darwin); the library never installs a signal handler.
 public final class Socket: Sendable, CustomStringConvertible {
     /// The address family chosen at creation.
@@ -62,6 +67,8 @@ public final class Socket: Sendable, CustomStringConvertible {
         /// Set by `close()`; new calls fail, and the last user closes `fd`.
         var closing: Bool
         var timeout: SocketTimeout
+        /// The descriptor's blocking mode and kernel timers (see KernelTimers.swift).
+        var mode: DescriptorMode
     }
 
     let state: Mutex<State>
@@ -88,23 +95,27 @@ public final class Socket: Sendable, CustomStringConvertible {
     }
 
     /// Takes ownership of a descriptor created elsewhere (for example inherited from a
-    /// parent process). The socket closes it. The descriptor is switched to non-blocking
-    /// and close-on-exec (`fcntl(2)`), and the socket takes the process ``defaultTimeout``.
+    /// parent process). The socket closes it. The descriptor is made close-on-exec
+    /// (`fcntl(2)`; on Darwin also non-blocking), its blocking mode and `SO_RCVTIMEO` /
+    /// `SO_SNDTIMEO` are read, and the socket takes the process ``defaultTimeout``.
     ///
     /// - Throws: ``SocketError`` if the descriptor is not an open socket of a supported
     ///   family. The descriptor is left open (and still yours) when this throws.
     public convenience init(adopting descriptor: CInt) throws(SocketError) {
         let local: SocketAddress
         let rawType: CInt
+        var mode: DescriptorMode
         do throws(Errno) {
             local = try Sys.localAddress(descriptor)
             rawType = try Sys.intOption(descriptor, level: Sys.solSocket, name: Sys.soType)
-            try Sys.prepareDescriptor(descriptor)
+            mode = DescriptorMode(nonblocking: try Sys.prepareDescriptor(descriptor))
+            mode.receiveTimer = try Sys.timer(descriptor, Sys.receiveTimer)
+            mode.sendTimer = try Sys.timer(descriptor, Sys.sendTimer)
         } catch {
             throw SocketError(.create, errno: error, detail: "descriptor \(descriptor) is not an open socket")
         }
         let type: SocketType = rawType == Sys.datagramType ? .datagram : .stream
-        self.init(fd: descriptor, family: local.family, type: type, timeout: Socket.defaultTimeout)
+        self.init(fd: descriptor, family: local.family, type: type, timeout: Socket.defaultTimeout, mode: mode)
     }
 
     /// A connected pair of Unix-domain sockets (`socketpair(2)`), both with the process
@@ -120,10 +131,15 @@ public final class Socket: Sendable, CustomStringConvertible {
         }
     }
 
-    init(fd: CInt, family: SocketAddress.Family, type: SocketType, timeout: SocketTimeout) {
+    /// `mode` defaults to that of a descriptor the library created: blocking with no
+    /// kernel timers on Linux, non-blocking on Darwin.
+    init(
+        fd: CInt, family: SocketAddress.Family, type: SocketType, timeout: SocketTimeout,
+        mode: DescriptorMode = DescriptorMode(nonblocking: !Sys.kernelTimers)
+    ) {
         self.family = family
         self.type = type
-        state = Mutex(State(fd: fd, users: 0, closing: false, timeout: timeout))
+        state = Mutex(State(fd: fd, users: 0, closing: false, timeout: timeout, mode: mode))
     }
 
     deinit {
@@ -183,7 +199,8 @@ public final class Socket: Sendable, CustomStringConvertible {
 
     /// Runs `body` with the descriptor, which stays open until `body` returns even if
     /// another thread calls ``close()``. This is the escape hatch for system calls the
-    /// library does not wrap. The descriptor is non-blocking; do not close it.
+    /// library does not wrap. Do not close it, and leave its blocking mode, `SO_RCVTIMEO`
+    /// and `SO_SNDTIMEO` alone: the library manages them for ``timeout``.
     ///
     /// - Throws: ``SocketError/Kind/closed`` if the socket is closed; whatever `body` throws.
     public func withUnsafeDescriptor<R, E: Error>(_ body: (CInt) throws(E) -> R) throws -> R {
@@ -230,31 +247,109 @@ public final class Socket: Sendable, CustomStringConvertible {
         return try body(fd, timeout)
     }
 
+    // MARK: blocking calls
+
+    /// Starts a call that may wait: like `enter`, and fixes the call's budget (throwing
+    /// `.timedOut` for a deadline already past, before any system call) and how it waits.
+    @inline(__always)
+    func beginCall(
+        _ operation: SocketError.Operation, address: SocketAddress?, deadline: ContinuousClock.Instant?,
+        _ direction: WaitDirection?, needsNonblocking: Bool = false
+    ) throws(SocketError) -> Call {
+        let started: Result<Call, SocketError> = state.withLock { s in
+            if s.closing { return .failure(SocketError(.closed, operation, address: address)) }
+            let budget: WaitBudget
+            do throws(SocketError) {
+                budget = try WaitBudget(s.timeout, deadline: deadline, operation, address: address)
+            } catch {
+                return .failure(error)
+            }
+            let kernel: Bool
+            do throws(Errno) {
+                kernel = try s.mode.plan(s.fd, s.timeout, budget, direction, needsNonblocking: needsNonblocking)
+            } catch {
+                return .failure(SocketError(operation, errno: error, address: address))
+            }
+            s.users += 1
+            return .success(Call(
+                fd: s.fd, budget: budget, needsNonblocking: needsNonblocking,
+                onKernelPath: kernel, holdsNonblocking: !kernel && needsNonblocking))
+        }
+        return try started.get()
+    }
+
+    /// Ends a call begun by `beginCall`; the last user of a closed socket closes the descriptor.
+    @inline(__always)
+    func endCall(_ call: Call) {
+        let toClose: CInt? = state.withLock { s in
+            if call.onKernelPath { s.mode.kernelCalls -= 1 }
+            if call.holdsNonblocking { s.mode.pollCalls -= 1 }
+            s.users -= 1
+            if s.users == 0 && s.closing && s.fd >= 0 {
+                let fd = s.fd
+                s.fd = -1
+                return fd
+            }
+            return nil
+        }
+        if let toClose { Sys.close(toClose) }
+    }
+
+    /// Runs one blocking call between `beginCall` and `endCall`.
+    @inline(__always)
+    func withCall<R>(
+        _ operation: SocketError.Operation, address: SocketAddress?, deadline: ContinuousClock.Instant?,
+        _ direction: WaitDirection?, needsNonblocking: Bool = false,
+        _ body: (inout Call) throws(SocketError) -> R
+    ) throws(SocketError) -> R {
+        var call = try beginCall(operation, address: address, deadline: deadline, direction, needsNonblocking: needsNonblocking)
+        defer { endCall(call) }
+        return try body(&call)
+    }
+
+    /// Moves a call from the kernel path to the poll path once its kernel attempt is made.
+    func leaveKernelPath(_ call: inout Call) throws(SocketError) {
+        let failed: Errno? = state.withLock { s in
+            s.mode.kernelCalls -= 1
+            guard call.needsNonblocking else { return nil }
+            do throws(Errno) { try s.mode.holdNonblocking(call.fd) } catch { return error }
+            return nil
+        }
+        call.onKernelPath = false
+        if let failed { throw failure(call.budget.operation, failed, address: call.budget.address) }
+        call.holdsNonblocking = call.needsNonblocking
+    }
+
+    /// Runs `attempt` until it completes, waiting for `events` between tries within the
+    /// call's budget. `attempt(mayBlock)` returns nil when the operation did not complete;
+    /// it may sleep in the kernel only when `mayBlock` is true (the call's first attempt on
+    /// the kernel path).
+    @inline(__always)
+    func perform<R>(
+        _ call: inout Call, events: Int16, _ attempt: (_ mayBlock: Bool) throws(Errno) -> R?
+    ) throws(SocketError) -> R {
+        while true {
+            if call.onKernelPath && call.kernelAttemptMade { try leaveKernelPath(&call) }
+            let mayBlock = call.mayBlock
+            if mayBlock { call.kernelAttemptMade = true }
+            let result: R?
+            do throws(Errno) {
+                result = try attempt(mayBlock)
+            } catch {
+                throw failure(call.budget.operation, error, address: call.budget.address)
+            }
+            if let result { return result }
+            if mayBlock { continue }  // the kernel's timer fired or a signal came: go on by poll
+            try call.budget.wait(call.fd, for: events)
+            if isClosed { throw SocketError(.closed, call.budget.operation, address: call.budget.address) }
+        }
+    }
+
     /// The error for a failed system call, or `.closed` if the socket was closed meanwhile
     /// (a call woken by `close()` sees EOF or an error from the shutdown, not the truth).
     func failure(_ operation: SocketError.Operation, _ errno: Errno, address: SocketAddress?) -> SocketError {
         if isClosed { return SocketError(.closed, operation, address: address) }
         return SocketError(operation, errno: errno, address: address)
-    }
-
-    /// Runs `attempt` until it completes, waiting for `events` between tries within `budget`.
-    /// `attempt` returns nil when the operation would block.
-    @inline(__always)
-    func retrying<R>(
-        _ fd: CInt, _ budget: WaitBudget, events: Int16,
-        _ attempt: () throws(Errno) -> R?
-    ) throws(SocketError) -> R {
-        while true {
-            let result: R?
-            do throws(Errno) {
-                result = try attempt()
-            } catch {
-                throw failure(budget.operation, error, address: budget.address)
-            }
-            if let result { return result }
-            try budget.wait(fd, for: events)
-            if isClosed { throw SocketError(.closed, budget.operation, address: budget.address) }
-        }
     }
 
     public var description: String {

@@ -52,11 +52,15 @@ struct DefaultTimeoutTests {
         #expect(bad.load(ordering: .relaxed) == 0)
     }
 
-    @Test("an adopted descriptor takes the default and becomes non-blocking underneath")
+    @Test("an adopted descriptor takes the default, whatever blocking mode and kernel timer it had")
     func adopted() throws {
         let (a, b) = try Socket.pair()
         let raw = try a.withUnsafeDescriptor { dup($0) }
         #expect(raw >= 0)
+        // Its creator left it non-blocking with a 10 s SO_RCVTIMEO: neither may leak through.
+        var tenSeconds = timeval(tv_sec: 10, tv_usec: 0)
+        #expect(setsockopt(raw, SOL_SOCKET, SO_RCVTIMEO, &tenSeconds, socklen_t(MemoryLayout<timeval>.size)) == 0)
+        #expect(fcntl(raw, F_SETFL, fcntl(raw, F_GETFL) | O_NONBLOCK) == 0)
         let timeout = try SocketTimeout.after(.milliseconds(150))
         try withDefaultTimeout(timeout) {
             let adopted = try Socket(adopting: raw)

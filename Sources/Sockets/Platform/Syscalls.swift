@@ -6,9 +6,16 @@
 // the layer above adds the operation and address and decides what would-block means.
 //
 // Platform differences live here and only here:
-// - Linux (Glibc, Musl): SOCK_CLOEXEC|SOCK_NONBLOCK at creation, accept4, MSG_NOSIGNAL on
-//   every send, ppoll for nanosecond waits.
-// - Darwin: fcntl after creation, SO_NOSIGPIPE per socket, poll with milliseconds rounded up.
+// - Linux (Glibc, Musl): SOCK_CLOEXEC at creation, accept4, MSG_NOSIGNAL on every send,
+//   MSG_DONTWAIT for a non-blocking attempt on a blocking descriptor, SO_RCVTIMEO and
+//   SO_SNDTIMEO as kernel-side timers, ppoll for nanosecond waits.
+// - Darwin: fcntl after creation (O_NONBLOCK, FD_CLOEXEC), SO_NOSIGPIPE per socket, poll with
+//   milliseconds rounded up; every wait is a poll (no kernel-side timers).
+//
+// The data calls take `mayBlock`. False: the attempt must not wait (MSG_DONTWAIT, or an
+// O_NONBLOCK descriptor for accept), EINTR is retried, EAGAIN returns nil. True: the call may
+// sleep in the kernel, bounded by the descriptor's SO_RCVTIMEO/SO_SNDTIMEO; then EINTR returns
+// nil as EAGAIN does, because retrying it would restart the kernel's timer from zero.
 
 #if canImport(Glibc)
 import Glibc
@@ -34,11 +41,11 @@ enum Sys {
     #if canImport(Glibc)
     static let streamType = CInt(SOCK_STREAM.rawValue)
     static let datagramType = CInt(SOCK_DGRAM.rawValue)
-    static let createFlags = CInt(SOCK_CLOEXEC.rawValue) | CInt(SOCK_NONBLOCK.rawValue)
+    static let createFlags = CInt(SOCK_CLOEXEC.rawValue)
     #elseif canImport(Musl)
     static let streamType = CInt(SOCK_STREAM)
     static let datagramType = CInt(SOCK_DGRAM)
-    static let createFlags = CInt(SOCK_CLOEXEC) | CInt(SOCK_NONBLOCK)
+    static let createFlags = CInt(SOCK_CLOEXEC)
     #else
     static let streamType = SOCK_STREAM
     static let datagramType = SOCK_DGRAM
@@ -46,9 +53,22 @@ enum Sys {
 
     #if os(Linux)
     static let sendFlags = CInt(MSG_NOSIGNAL)
+    /// True where the kernel's SO_RCVTIMEO/SO_SNDTIMEO bound accept, connect, send and
+    /// receive on a blocking descriptor, and MSG_DONTWAIT makes one call non-blocking:
+    /// descriptors are created blocking and calls may sleep in the kernel.
+    static let kernelTimers = true
     #else
     static let sendFlags: CInt = 0
+    static let kernelTimers = false
     #endif
+    static let dontWait = CInt(MSG_DONTWAIT)
+
+    /// The result of an attempt that did not complete: EAGAIN, or EINTR / a kernel timer on a
+    /// call that was allowed to block.
+    @inline(__always)
+    static func incomplete(_ e: Errno, mayBlock: Bool) -> Bool {
+        e == .resourceTemporarilyUnavailable || e == .wouldBlock || (mayBlock && e == .interrupted)
+    }
 
     static let inet = AF_INET
     static let inet6 = AF_INET6
@@ -56,7 +76,7 @@ enum Sys {
 
     // MARK: creation and teardown
 
-    /// `socket(2)`, close-on-exec and non-blocking; on Darwin also `SO_NOSIGPIPE`.
+    /// `socket(2)`, close-on-exec; blocking on Linux, non-blocking and `SO_NOSIGPIPE` on Darwin.
     @inline(never)
     static func socket(domain: CInt, type: CInt, protocol proto: CInt) throws(Errno) -> CInt {
         #if os(Linux)
@@ -71,7 +91,7 @@ enum Sys {
         #endif
     }
 
-    /// `socketpair(2)` in the Unix domain, both ends close-on-exec and non-blocking.
+    /// `socketpair(2)` in the Unix domain, both ends prepared as `socket` prepares one.
     @inline(never)
     static func socketPair(type: CInt) throws(Errno) -> (CInt, CInt) {
         var fds: [CInt] = [-1, -1]
@@ -91,13 +111,18 @@ enum Sys {
         return (fds[0], fds[1])
     }
 
-    /// Sets `O_NONBLOCK` and `FD_CLOEXEC` on a descriptor the library did not create
-    /// (and, on Darwin, on every descriptor, which has no creation flags for them).
+    /// Sets `FD_CLOEXEC` on a descriptor the library did not create (and on Darwin, which
+    /// has no creation flags, on every descriptor, with `O_NONBLOCK` and `SO_NOSIGPIPE`).
+    /// Returns whether the descriptor is now non-blocking.
+    @discardableResult
     @inline(never)
-    static func prepareDescriptor(_ fd: CInt) throws(Errno) {
-        let fl = fcntl(fd, F_GETFL)
+    static func prepareDescriptor(_ fd: CInt) throws(Errno) -> Bool {
+        var fl = fcntl(fd, F_GETFL)
         if fl < 0 { throw lastErrno() }
-        if fl & O_NONBLOCK == 0, fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 { throw lastErrno() }
+        if !kernelTimers && fl & O_NONBLOCK == 0 {
+            if fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 { throw lastErrno() }
+            fl |= O_NONBLOCK
+        }
         let fdfl = fcntl(fd, F_GETFD)
         if fdfl < 0 { throw lastErrno() }
         if fdfl & FD_CLOEXEC == 0, fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0 { throw lastErrno() }
@@ -107,6 +132,39 @@ enum Sys {
             throw lastErrno()
         }
         #endif
+        return fl & O_NONBLOCK != 0
+    }
+
+    /// Sets or clears `O_NONBLOCK` (`ioctl(FIONBIO)`: one call, no read-modify-write).
+    @inline(never)
+    static func setNonblocking(_ fd: CInt, _ on: Bool) throws(Errno) {
+        var value: CInt = on ? 1 : 0
+        if ioctl(fd, UInt(FIONBIO), &value) != 0 { throw lastErrno() }
+    }
+
+    static let receiveTimer = SO_RCVTIMEO
+    static let sendTimer = SO_SNDTIMEO
+
+    /// Sets `SO_RCVTIMEO` or `SO_SNDTIMEO` (nil: none, wait forever). Microseconds, rounded down.
+    @inline(never)
+    static func setTimer(_ fd: CInt, _ name: CInt, _ duration: Duration?) throws(Errno) {
+        var tv = timeval()
+        if let duration {
+            let (s, atto) = duration.components
+            tv.tv_sec = .init(s)
+            tv.tv_usec = .init(atto / 1_000_000_000_000)
+        }
+        if setsockopt(fd, SOL_SOCKET, name, &tv, socklen_t(MemoryLayout<timeval>.size)) != 0 { throw lastErrno() }
+    }
+
+    /// Reads `SO_RCVTIMEO` or `SO_SNDTIMEO` (nil: none).
+    @inline(never)
+    static func timer(_ fd: CInt, _ name: CInt) throws(Errno) -> Duration? {
+        var tv = timeval()
+        var len = socklen_t(MemoryLayout<timeval>.size)
+        if getsockopt(fd, SOL_SOCKET, name, &tv, &len) != 0 { throw lastErrno() }
+        if tv.tv_sec == 0 && tv.tv_usec == 0 { return nil }
+        return .seconds(Int64(tv.tv_sec)) + .microseconds(Int64(tv.tv_usec))
     }
 
     /// `close(2)`, never retried: on Linux the descriptor is gone even when close reports EINTR.
@@ -182,10 +240,10 @@ enum Sys {
         if rc != 0 { throw lastErrno() }
     }
 
-    /// `accept4(2)` (accept + fcntl on Darwin): the new descriptor is close-on-exec and
-    /// non-blocking from birth. EINTR is retried. Returns nil on EAGAIN.
+    /// `accept4(2)` (accept + fcntl on Darwin): the new descriptor is close-on-exec from
+    /// birth, blocking on Linux. Returns nil when incomplete (see `mayBlock` above).
     @inline(never)
-    static func accept(_ fd: CInt) throws(Errno) -> (CInt, SocketAddress)? {
+    static func accept(_ fd: CInt, mayBlock: Bool) throws(Errno) -> (CInt, SocketAddress)? {
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         while true {
@@ -205,8 +263,8 @@ enum Sys {
                 return (newFD, SocketAddress(storage: storage, length: len))
             }
             let e = lastErrno()
+            if incomplete(e, mayBlock: mayBlock) { return nil }
             if e == .interrupted { continue }
-            if e == .resourceTemporarilyUnavailable || e == .wouldBlock { return nil }
             throw e
         }
     }
@@ -244,9 +302,10 @@ enum Sys {
 
     // MARK: data
 
-    /// `send(2)` with MSG_NOSIGNAL. EINTR is retried; nil on EAGAIN/EWOULDBLOCK.
+    /// `send(2)` with MSG_NOSIGNAL. Returns nil when incomplete (see `mayBlock` above).
     @inline(never)
-    static func send(_ fd: CInt, _ buffer: UnsafeRawBufferPointer) throws(Errno) -> Int? {
+    static func send(_ fd: CInt, _ buffer: UnsafeRawBufferPointer, mayBlock: Bool) throws(Errno) -> Int? {
+        let sendFlags = mayBlock ? sendFlags : sendFlags | dontWait
         while true {
             #if canImport(Glibc)
             let n = Glibc.send(fd, buffer.baseAddress, buffer.count, sendFlags)
@@ -257,61 +316,64 @@ enum Sys {
             #endif
             if n >= 0 { return n }
             let e = lastErrno()
+            if incomplete(e, mayBlock: mayBlock) { return nil }
             if e == .interrupted { continue }
-            if e == .resourceTemporarilyUnavailable || e == .wouldBlock { return nil }
             throw e
         }
     }
 
-    /// `recv(2)`. EINTR is retried; nil on EAGAIN/EWOULDBLOCK; 0 is end of stream.
+    /// `recv(2)`. Returns nil when incomplete (see `mayBlock` above); 0 is end of stream.
     @inline(never)
-    static func recv(_ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int? {
+    static func recv(_ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer, mayBlock: Bool) throws(Errno) -> Int? {
+        let flags = mayBlock ? 0 : dontWait
         while true {
             #if canImport(Glibc)
-            let n = Glibc.recv(fd, buffer.baseAddress, buffer.count, 0)
+            let n = Glibc.recv(fd, buffer.baseAddress, buffer.count, flags)
             #elseif canImport(Musl)
-            let n = Musl.recv(fd, buffer.baseAddress, buffer.count, 0)
+            let n = Musl.recv(fd, buffer.baseAddress, buffer.count, flags)
             #else
-            let n = Darwin.recv(fd, buffer.baseAddress, buffer.count, 0)
+            let n = Darwin.recv(fd, buffer.baseAddress, buffer.count, flags)
             #endif
             if n >= 0 { return n }
             let e = lastErrno()
+            if incomplete(e, mayBlock: mayBlock) { return nil }
             if e == .interrupted { continue }
-            if e == .resourceTemporarilyUnavailable || e == .wouldBlock { return nil }
             throw e
         }
     }
 
-    /// `sendto(2)` with MSG_NOSIGNAL. EINTR is retried; nil on EAGAIN/EWOULDBLOCK.
+    /// `sendto(2)` with MSG_NOSIGNAL. Returns nil when incomplete (see `mayBlock` above).
     @inline(never)
-    static func sendTo(_ fd: CInt, _ buffer: UnsafeRawBufferPointer, _ address: SocketAddress) throws(Errno) -> Int? {
+    static func sendTo(_ fd: CInt, _ buffer: UnsafeRawBufferPointer, _ address: SocketAddress, mayBlock: Bool) throws(Errno) -> Int? {
+        let sendFlags = mayBlock ? sendFlags : sendFlags | dontWait
         while true {
             let n = address.withSockAddr { sa, len in
                 sendto(fd, buffer.baseAddress, buffer.count, sendFlags, sa, len)
             }
             if n >= 0 { return n }
             let e = lastErrno()
+            if incomplete(e, mayBlock: mayBlock) { return nil }
             if e == .interrupted { continue }
-            if e == .resourceTemporarilyUnavailable || e == .wouldBlock { return nil }
             throw e
         }
     }
 
-    /// `recvfrom(2)`. EINTR is retried; nil on EAGAIN/EWOULDBLOCK.
+    /// `recvfrom(2)`. Returns nil when incomplete (see `mayBlock` above).
     @inline(never)
-    static func recvFrom(_ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> (Int, SocketAddress)? {
+    static func recvFrom(_ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer, mayBlock: Bool) throws(Errno) -> (Int, SocketAddress)? {
+        let flags = mayBlock ? 0 : dontWait
         var storage = sockaddr_storage()
         while true {
             var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
             let n = withUnsafeMutablePointer(to: &storage) { ptr in
                 ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    recvfrom(fd, buffer.baseAddress, buffer.count, 0, $0, &len)
+                    recvfrom(fd, buffer.baseAddress, buffer.count, flags, $0, &len)
                 }
             }
             if n >= 0 { return (n, SocketAddress(storage: storage, length: len)) }
             let e = lastErrno()
+            if incomplete(e, mayBlock: mayBlock) { return nil }
             if e == .interrupted { continue }
-            if e == .resourceTemporarilyUnavailable || e == .wouldBlock { return nil }
             throw e
         }
     }
