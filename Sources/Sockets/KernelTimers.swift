@@ -35,26 +35,26 @@ enum WaitDirection {
 }
 
 enum KernelTimer {
-    /// Below this, a timeout is waited for by `ppoll` alone.
-    static let minimumTimeout = Duration.milliseconds(50)
+    /// Below this (50 ms), a timeout is waited for by `ppoll` alone.
+    static let minimumTimeout: Int64 = 50_000_000
 
-    /// The kernel timer that is sure to fire before `timeout` has passed: jiffy rounding
-    /// (up to 10 ms at HZ=100, early or late) and the timer wheel's granularity (up to
-    /// 1/8 late) leave `timeout - 30 ms` shortened by 1/8 always early. Nil below
-    /// ``minimumTimeout``.
+    /// The kernel timer, in nanoseconds, that is sure to fire before `timeout` has passed:
+    /// jiffy rounding (up to 10 ms at HZ=100, early or late) and the timer wheel's
+    /// granularity (up to 1/8 late) leave `timeout - 30 ms` shortened by 1/8 always early.
+    /// Nil below ``minimumTimeout``.
     @inline(__always)
-    static func `for`(_ timeout: Duration) -> Duration? {
+    static func `for`(nanoseconds timeout: Int64) -> Int64? {
         guard timeout >= minimumTimeout else { return nil }
-        return (timeout - .milliseconds(30)) * 7 / 8
+        return (timeout - 30_000_000) / 8 * 7
     }
 }
 
 /// The kernel-side settings of one descriptor and the calls that rely on them. Part of
 /// `Socket.State`: read and changed only under the socket's lock.
 struct DescriptorMode {
-    /// SO_RCVTIMEO and SO_SNDTIMEO in effect (nil: none, sleep until ready).
-    var receiveTimer: Duration?
-    var sendTimer: Duration?
+    /// SO_RCVTIMEO and SO_SNDTIMEO in effect, in nanoseconds (nil: none, sleep until ready).
+    var receiveTimer: Int64?
+    var sendTimer: Int64?
     /// O_NONBLOCK in effect.
     var nonblocking: Bool
     /// Calls that may be asleep in the kernel, bounded by the timers: while any is, a
@@ -85,16 +85,16 @@ struct DescriptorMode {
         // The timer this socket's timeout asks for: none (.never), a shorter one (long
         // timeouts), or no opinion (short timeouts, non-blocking: they never use it).
         var current = direction == .receive ? receiveTimer : sendTimer
-        let wanted: Duration??
+        let wanted: Int64??
         switch timeout.mode {
         case .never: wanted = .some(nil)
-        case .after(let t): wanted = KernelTimer.for(t).map { .some($0) }
+        case .after: wanted = timeout.kernelTimer.map { .some($0) }
         case .nonBlocking: wanted = nil
         }
         if let wanted, wanted != current {
             let lengthens = wanted == nil || (current != nil && wanted! > current!)
             if !lengthens || kernelCalls == 0 {
-                try Sys.setTimer(fd, direction == .receive ? Sys.receiveTimer : Sys.sendTimer, wanted)
+                try Sys.setTimer(fd, direction == .receive ? Sys.receiveTimer : Sys.sendTimer, nanoseconds: wanted)
                 current = wanted
                 if direction == .receive { receiveTimer = wanted } else { sendTimer = wanted }
             }
@@ -105,7 +105,7 @@ struct DescriptorMode {
         case .forever:
             break  // any timer will do: if it fires, the call goes on by poll
         case .until:
-            guard let current, let allotted = budget.allotted, let bound = KernelTimer.for(allotted),
+            guard let current, let bound = KernelTimer.for(nanoseconds: budget.allotted),
                   current <= bound else { return false }
         }
         if nonblocking {

@@ -124,11 +124,11 @@ extension Socket {
                     case .none:
                         throw budget.wouldBlock()
                     case .forever:
-                        Sys.sleep(.milliseconds(1))
+                        Sys.sleep(nanoseconds: 1_000_000)
                     case .until(let end):
-                        let left = end - .now
-                        if left <= .zero { throw budget.timedOut }
-                        Sys.sleep(min(left, .milliseconds(1)))
+                        let left = end - Sys.now()
+                        if left <= 0 { throw budget.timedOut }
+                        Sys.sleep(nanoseconds: min(left, 1_000_000))
                     }
                     if isClosed { throw SocketError(.closed, .connect, address: address) }
                     continue

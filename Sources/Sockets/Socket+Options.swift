@@ -57,6 +57,11 @@ extension SocketOption where Value == Int {
     public static var receiveBufferSize: Self { int("SO_RCVBUF", Sys.solSocket, Sys.soRcvBuf) }
     /// `SO_SNDBUF` in bytes. Linux doubles the value set and reports the doubled size.
     public static var sendBufferSize: Self { int("SO_SNDBUF", Sys.solSocket, Sys.soSndBuf) }
+    /// `SO_RCVLOWAT`: a stream receive (and its readiness) waits for at least this many
+    /// bytes, or end of stream, or the timeout. With a large buffer it makes bulk reads
+    /// fewer and larger. With a timeout, a receive may return fewer bytes, or time out,
+    /// when fewer arrive in time.
+    public static var receiveLowWatermark: Self { int("SO_RCVLOWAT", Sys.solSocket, Sys.soRcvLowat) }
 }
 
 extension SocketOption where Value == Duration? {

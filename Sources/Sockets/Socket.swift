@@ -339,7 +339,8 @@ public final class Socket: Sendable, CustomStringConvertible {
                 throw failure(call.budget.operation, error, address: call.budget.address)
             }
             if let result { return result }
-            if mayBlock { continue }  // the kernel's timer fired or a signal came: go on by poll
+            // Not ready: the kernel's timer fired, a signal came, or the descriptor is
+            // non-blocking. Either way, wait by ppoll for what is left, then try again.
             try call.budget.wait(call.fd, for: events)
             if isClosed { throw SocketError(.closed, call.budget.operation, address: call.budget.address) }
         }

@@ -74,50 +74,71 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
     }
 
     /// The operation that failed, as it appears in messages (`connect`, `accept`, ...).
+    ///
+    /// Stored as a small number, so that carrying one through every call costs nothing.
     public struct Operation: Hashable, Sendable, CustomStringConvertible {
+        let code: UInt8
+        private init(_ code: UInt8) { self.code = code }
+
+        private static let names: [(name: String, preposition: String)] = [
+            ("socket", "for"),
+            ("bind", "to"),
+            ("listen", "on"),
+            ("accept", "on"),
+            ("connect", "to"),
+            ("send", "to"),
+            ("sendAll", "to"),
+            ("receive", "from"),
+            ("sendTo", "to"),
+            ("receiveFrom", "on"),
+            ("shutdown", "of"),
+            ("setOption", "on"),
+            ("getOption", "on"),
+            ("getsockname/getpeername", "of"),
+            ("resolve", "of"),
+            ("parse", "of"),
+            ("set timeout", "on"),
+        ]
+
         /// The operation's name.
-        public let name: String
-        let preposition: String
-        init(_ name: String, _ preposition: String) {
-            self.name = name
-            self.preposition = preposition
-        }
+        public var name: String { Self.names[Int(code)].name }
+        var preposition: String { Self.names[Int(code)].preposition }
         public var description: String { name }
 
         /// The `socket` step.
-        public static let create = Operation("socket", "for")
+        public static let create = Operation(0)
         /// The `bind` step.
-        public static let bind = Operation("bind", "to")
+        public static let bind = Operation(1)
         /// The `listen` step.
-        public static let listen = Operation("listen", "on")
+        public static let listen = Operation(2)
         /// The `accept` step.
-        public static let accept = Operation("accept", "on")
+        public static let accept = Operation(3)
         /// The `connect` step.
-        public static let connect = Operation("connect", "to")
+        public static let connect = Operation(4)
         /// The `send` step.
-        public static let send = Operation("send", "to")
+        public static let send = Operation(5)
         /// The `sendAll` step.
-        public static let sendAll = Operation("sendAll", "to")
+        public static let sendAll = Operation(6)
         /// The `receive` step.
-        public static let receive = Operation("receive", "from")
+        public static let receive = Operation(7)
         /// The `sendTo` step.
-        public static let sendTo = Operation("sendTo", "to")
+        public static let sendTo = Operation(8)
         /// The `receiveFrom` step.
-        public static let receiveFrom = Operation("receiveFrom", "on")
+        public static let receiveFrom = Operation(9)
         /// The `shutdown` step.
-        public static let shutdown = Operation("shutdown", "of")
+        public static let shutdown = Operation(10)
         /// The `setOption` step.
-        public static let setOption = Operation("setOption", "on")
+        public static let setOption = Operation(11)
         /// The `getOption` step.
-        public static let getOption = Operation("getOption", "on")
+        public static let getOption = Operation(12)
         /// The `getsockname/getpeername` step.
-        public static let address = Operation("getsockname/getpeername", "of")
+        public static let address = Operation(13)
         /// The `resolve` step.
-        public static let resolve = Operation("resolve", "of")
+        public static let resolve = Operation(14)
         /// The `parse` step.
-        public static let parse = Operation("parse", "of")
+        public static let parse = Operation(15)
         /// The `set timeout` step.
-        public static let setTimeout = Operation("set timeout", "on")
+        public static let setTimeout = Operation(16)
     }
 
     /// What happened.

@@ -26,7 +26,21 @@ public struct SocketTimeout: Hashable, Sendable, CustomStringConvertible {
     /// Which mode this is.
     public let mode: Mode
 
-    private init(_ mode: Mode) { self.mode = mode }
+    /// The timed mode's duration in whole nanoseconds (0 otherwise), and the kernel timer
+    /// that goes with it (see KernelTimers.swift): worked out once here, so that a call
+    /// does no Duration arithmetic.
+    let nanoseconds: Int64
+    let kernelTimer: Int64?
+
+    private init(_ mode: Mode) {
+        self.mode = mode
+        if case .after(let d) = mode {
+            nanoseconds = wholeNanoseconds(d)  // exact: after(_:) keeps whole nanoseconds
+        } else {
+            nanoseconds = 0
+        }
+        kernelTimer = nanoseconds > 0 ? KernelTimer.for(nanoseconds: nanoseconds) : nil
+    }
 
     /// Operations wait until they can complete (Python `settimeout(None)`).
     public static let never = SocketTimeout(.never)

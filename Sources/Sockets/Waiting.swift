@@ -1,27 +1,32 @@
 import SystemPackage
 
 /// The time one call may spend waiting, fixed when the call starts: one instant on the
-/// monotonic `ContinuousClock`, the earlier of (start + the socket's timeout) and the
-/// caller's deadline. Every retry inside the call (EINTR, a spurious wake-up, EAGAIN after
+/// monotonic clock, the earlier of (start + the socket's timeout) and the caller's
+/// deadline. Every retry inside the call (EINTR, a spurious wake-up, EAGAIN after
 /// readiness) waits only for what is left, so a signal can neither shorten nor lengthen it.
+///
+/// Times are whole nanoseconds of `Sys.now()` (the clock `ContinuousClock` reads), kept as
+/// plain integers: a call does no `Duration` arithmetic unless it was given a deadline.
 struct WaitBudget {
     enum Limit {
         /// Wait as long as it takes.
         case forever
         /// Do not wait: the socket is non-blocking.
         case none
-        /// Wait until this instant.
-        case until(ContinuousClock.Instant)
+        /// Wait until this instant of `Sys.now()`.
+        case until(Int64)
     }
 
     let limit: Limit
-    /// How long the call was allowed in all, for the timeout message.
-    let allotted: Duration?
+    /// How long the call was allowed in all, in nanoseconds (-1: no limit), for the timeout
+    /// message and for the kernel-timer check.
+    let allotted: Int64
     let operation: SocketError.Operation
     let address: SocketAddress?
 
     /// - Throws: ``SocketError/Kind/timedOut`` at once, before any system call, when
     ///   `deadline` has already passed (even if the operation could complete now).
+    @inline(__always)
     init(
         _ timeout: SocketTimeout, deadline: ContinuousClock.Instant?,
         _ operation: SocketError.Operation, address: SocketAddress?
@@ -30,30 +35,32 @@ struct WaitBudget {
         self.address = address
         guard let deadline else {
             switch timeout.mode {
-            case .never: (limit, allotted) = (.forever, nil)
-            case .nonBlocking: (limit, allotted) = (.none, nil)
-            case .after(let d): (limit, allotted) = (.until(.now + d), d)
+            case .never: (limit, allotted) = (.forever, -1)
+            case .nonBlocking: (limit, allotted) = (.none, -1)
+            case .after: (limit, allotted) = (.until(later(Sys.now(), by: timeout.nanoseconds)), timeout.nanoseconds)
             }
             return
         }
-        let now = ContinuousClock.now
-        guard deadline > now else {
+        let left = deadline - ContinuousClock.now
+        guard left > .zero else {
             throw SocketError(.timedOut, operation, address: address, timeout: .zero)
         }
+        let leftNanoseconds = wholeNanoseconds(left)
+        let now = Sys.now()
         switch timeout.mode {
         case .never:
-            (limit, allotted) = (.until(deadline), deadline - now)
+            (limit, allotted) = (.until(later(now, by: leftNanoseconds)), leftNanoseconds)
         case .nonBlocking:
-            (limit, allotted) = (.none, nil)
-        case .after(let d):
-            let end = now + d
-            (limit, allotted) = end < deadline ? (.until(end), d) : (.until(deadline), deadline - now)
+            (limit, allotted) = (.none, -1)
+        case .after:
+            let t = min(timeout.nanoseconds, leftNanoseconds)
+            (limit, allotted) = (.until(later(now, by: t)), t)
         }
     }
 
     /// The error for a budget that has run out.
     var timedOut: SocketError {
-        SocketError(.timedOut, operation, address: address, timeout: allotted)
+        SocketError(.timedOut, operation, address: address, timeout: allotted >= 0 ? .nanoseconds(allotted) : nil)
     }
 
     /// The error for a non-blocking socket whose operation would have waited.
@@ -77,7 +84,7 @@ struct WaitBudget {
         case .forever:
             while true {
                 do throws(Errno) {
-                    if try Sys.poll(fd, events: events, timeout: nil) != 0 { return }
+                    if try Sys.poll(fd, events: events, nanoseconds: nil) != 0 { return }
                 } catch .interrupted {
                     continue
                 } catch {
@@ -86,10 +93,10 @@ struct WaitBudget {
             }
         case .until(let end):
             while true {
-                let now = ContinuousClock.now
+                let now = Sys.now()
                 if now >= end { throw timedOut }
                 do throws(Errno) {
-                    if try Sys.poll(fd, events: events, timeout: end - now) != 0 { return }
+                    if try Sys.poll(fd, events: events, nanoseconds: end - now) != 0 { return }
                 } catch .interrupted {
                     continue
                 } catch {
@@ -98,10 +105,20 @@ struct WaitBudget {
             }
         }
     }
+}
 
-    /// The time left before the budget's instant; nil when it has none.
-    var remaining: Duration? {
-        if case .until(let end) = limit { return end - .now }
-        return nil
-    }
+/// `instant + nanoseconds`, saturating at `Int64.max`: an instant that far ahead is
+/// "never" in practice.
+@inline(__always)
+func later(_ instant: Int64, by nanoseconds: Int64) -> Int64 {
+    let (sum, overflow) = instant.addingReportingOverflow(nanoseconds)
+    return overflow ? Int64.max : sum
+}
+
+/// A positive duration in whole nanoseconds, rounded up, saturating at `Int64.max`.
+func wholeNanoseconds(_ d: Duration) -> Int64 {
+    let (s, atto) = d.components
+    let (ns, overflow) = s.multipliedReportingOverflow(by: 1_000_000_000)
+    if overflow { return Int64.max }
+    return later(ns, by: (atto + 999_999_999) / 1_000_000_000)
 }

@@ -23,6 +23,8 @@ struct OptionsTests {
         let socket = try Socket(.ipv4)
         try socket.setOption(.receiveBufferSize, 65_536)
         #expect(try socket.option(.receiveBufferSize) >= 65_536)
+        try socket.setOption(.receiveLowWatermark, 4096)
+        #expect(try socket.option(.receiveLowWatermark) == 4096)
         try socket.setOption(.sendBufferSize, 32_768)
         #expect(try socket.option(.sendBufferSize) >= 32_768)
         #expect(try socket.option(.linger) == nil)

@@ -16,6 +16,7 @@ extension Sys {
     static let soKeepAlive = SO_KEEPALIVE
     static let soBroadcast = SO_BROADCAST
     static let soRcvBuf = SO_RCVBUF
+    static let soRcvLowat = SO_RCVLOWAT
     static let soSndBuf = SO_SNDBUF
     static let soLinger = SO_LINGER
     static let soType = SO_TYPE

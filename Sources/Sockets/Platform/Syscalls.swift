@@ -145,26 +145,40 @@ enum Sys {
     static let receiveTimer = SO_RCVTIMEO
     static let sendTimer = SO_SNDTIMEO
 
-    /// Sets `SO_RCVTIMEO` or `SO_SNDTIMEO` (nil: none, wait forever). Microseconds, rounded down.
+    /// Sets `SO_RCVTIMEO` or `SO_SNDTIMEO` (nil: none, wait forever). Whole microseconds,
+    /// rounded down (the kernel then rounds up to its tick).
     @inline(never)
-    static func setTimer(_ fd: CInt, _ name: CInt, _ duration: Duration?) throws(Errno) {
+    static func setTimer(_ fd: CInt, _ name: CInt, nanoseconds: Int64?) throws(Errno) {
         var tv = timeval()
-        if let duration {
-            let (s, atto) = duration.components
-            tv.tv_sec = .init(s)
-            tv.tv_usec = .init(atto / 1_000_000_000_000)
+        if let nanoseconds {
+            tv.tv_sec = .init(nanoseconds / 1_000_000_000)
+            tv.tv_usec = .init(nanoseconds % 1_000_000_000 / 1_000)
         }
         if setsockopt(fd, SOL_SOCKET, name, &tv, socklen_t(MemoryLayout<timeval>.size)) != 0 { throw lastErrno() }
     }
 
-    /// Reads `SO_RCVTIMEO` or `SO_SNDTIMEO` (nil: none).
+    /// Reads `SO_RCVTIMEO` or `SO_SNDTIMEO` in nanoseconds (nil: none).
     @inline(never)
-    static func timer(_ fd: CInt, _ name: CInt) throws(Errno) -> Duration? {
+    static func timer(_ fd: CInt, _ name: CInt) throws(Errno) -> Int64? {
         var tv = timeval()
         var len = socklen_t(MemoryLayout<timeval>.size)
         if getsockopt(fd, SOL_SOCKET, name, &tv, &len) != 0 { throw lastErrno() }
         if tv.tv_sec == 0 && tv.tv_usec == 0 { return nil }
-        return .seconds(Int64(tv.tv_sec)) + .microseconds(Int64(tv.tv_usec))
+        return Int64(tv.tv_sec) * 1_000_000_000 + Int64(tv.tv_usec) * 1_000
+    }
+
+    /// The time in nanoseconds on the clock `ContinuousClock` reads (`CLOCK_BOOTTIME` on
+    /// Linux, `CLOCK_MONOTONIC` on Darwin: both count time asleep). Through the vDSO: no
+    /// system call.
+    @inline(__always)
+    static func now() -> Int64 {
+        var ts = timespec()
+        #if os(Linux)
+        clock_gettime(CLOCK_BOOTTIME, &ts)
+        #else
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        #endif
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
 
     /// `close(2)`, never retried: on Linux the descriptor is gone even when close reports EINTR.
@@ -406,24 +420,20 @@ enum Sys {
     /// Linux: `ppoll(2)` with a nanosecond timespec. Darwin: `poll(2)` with the timeout
     /// rounded *up* to whole milliseconds, so it never wakes early.
     @inline(never)
-    static func poll(_ fd: CInt, events: Int16, timeout: Duration?) throws(Errno) -> Int16 {
+    static func poll(_ fd: CInt, events: Int16, nanoseconds: Int64?) throws(Errno) -> Int16 {
         var pfd = pollfd(fd: fd, events: events, revents: 0)
         #if os(Linux)
         let rc: CInt
-        if let timeout {
-            let (s, atto) = timeout.components
-            var ts = timespec(tv_sec: Int(s), tv_nsec: Int((atto + 999_999_999) / 1_000_000_000))
-            if ts.tv_nsec >= 1_000_000_000 { ts.tv_sec += 1; ts.tv_nsec -= 1_000_000_000 }
+        if let nanoseconds {
+            var ts = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
             rc = csockets_ppoll(&pfd, 1, &ts)
         } else {
             rc = csockets_ppoll(&pfd, 1, nil)
         }
         #else
         var ms: CInt = -1
-        if let timeout {
-            let (s, atto) = timeout.components
-            let total = s * 1000 + (atto + 999_999_999_999_999) / 1_000_000_000_000_000
-            ms = CInt(clamping: total)
+        if let nanoseconds {
+            ms = CInt(clamping: nanoseconds / 1_000_000 + (nanoseconds % 1_000_000 == 0 ? 0 : 1))
         }
         let rc = Darwin.poll(&pfd, 1, ms)
         #endif
@@ -433,9 +443,8 @@ enum Sys {
 
     /// Sleeps for `duration` (used only to pace retries of an AF_UNIX connect whose
     /// listener's queue is full, which reports EAGAIN rather than "in progress").
-    static func sleep(_ duration: Duration) {
-        let (s, atto) = duration.components
-        var ts = timespec(tv_sec: Int(s), tv_nsec: Int(atto / 1_000_000_000))
+    static func sleep(nanoseconds: Int64) {
+        var ts = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
         _ = nanosleep(&ts, nil)
     }
 }
