@@ -114,8 +114,21 @@ extension Socket {
         }
     }
 
+    /// The kernel timers back ``Socket/timeout`` (see KernelTimers.swift): set behind the
+    /// library's back they would make waits longer or shorter than the timeout.
+    private func refuseManagedOption(level: CInt, name: CInt) throws(SocketError) {
+        guard level == Sys.solSocket, name == Sys.receiveTimer || name == Sys.sendTimer else { return }
+        throw SocketError(
+            .invalidArgument, .setOption,
+            detail: "SO_RCVTIMEO and SO_SNDTIMEO are managed by the library; set Socket.timeout instead")
+    }
+
     /// Sets an integer option by its C level and name, for options without a typed form.
+    ///
+    /// - Throws: `.invalidArgument` for `SO_RCVTIMEO` and `SO_SNDTIMEO`, which the library
+    ///   manages for ``Socket/timeout``; the system's error otherwise.
     public func setRawOption(level: CInt, name: CInt, value: CInt) throws(SocketError) {
+        try refuseManagedOption(level: level, name: name)
         try withDescriptor(.setOption, address: nil) { fd, _ throws(SocketError) in
             do throws(Errno) { try Sys.setIntOption(fd, level: level, name: name, value) } catch {
                 throw failure(.setOption, error, address: nil).with(detail: "level \(level), option \(name)")
@@ -124,7 +137,11 @@ extension Socket {
     }
 
     /// Sets an option from raw bytes (a C struct laid out by the caller).
+    ///
+    /// - Throws: `.invalidArgument` for `SO_RCVTIMEO` and `SO_SNDTIMEO`, which the library
+    ///   manages for ``Socket/timeout``; the system's error otherwise.
     public func setRawOption(level: CInt, name: CInt, bytes: [UInt8]) throws(SocketError) {
+        try refuseManagedOption(level: level, name: name)
         try withDescriptor(.setOption, address: nil) { fd, _ throws(SocketError) in
             do throws(Errno) {
                 try Sys.withBytes(bytes) { (b) throws(Errno) in try Sys.setOption(fd, level: level, name: name, b) }

@@ -58,6 +58,16 @@ struct WaitBudget {
         }
     }
 
+    /// How long to ask `ppoll` to sleep when `remaining` is left. Linux lets a poll sleep
+    /// up to 0.1% longer than asked (its timer slack, `select_estimate_accuracy`: 1 ms late
+    /// on a 1 s wait) and never less than 50 µs; so a long wait first sleeps a little less
+    /// than what is left (1/256 less, which that slack cannot overrun) and the loop finishes
+    /// with a short, precise sleep.
+    @inline(__always)
+    static func pollSpan(_ remaining: Int64) -> Int64 {
+        remaining > 50_000_000 ? remaining - remaining / 256 : remaining
+    }
+
     /// The error for a budget that has run out.
     var timedOut: SocketError {
         SocketError(.timedOut, operation, address: address, timeout: allotted >= 0 ? .nanoseconds(allotted) : nil)
@@ -96,7 +106,7 @@ struct WaitBudget {
                 let now = Sys.now()
                 if now >= end { throw timedOut }
                 do throws(Errno) {
-                    if try Sys.poll(fd, events: events, nanoseconds: end - now) != 0 { return }
+                    if try Sys.poll(fd, events: events, nanoseconds: WaitBudget.pollSpan(end - now)) != 0 { return }
                 } catch .interrupted {
                     continue
                 } catch {

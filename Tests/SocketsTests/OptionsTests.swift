@@ -45,6 +45,8 @@ struct OptionsTests {
         let (linger, _) = expectFailure(.invalidArgument) { try socket.setOption(.linger, .seconds(-1)) }
         #expect(linger?.detail?.contains("SO_LINGER") == true)
         expectFailure(.invalidArgument) { try socket.setOption(.receiveBufferSize, -5) }
+        let (managed, _) = expectFailure(.invalidArgument) { try socket.setRawOption(level: SOL_SOCKET, name: SO_RCVTIMEO, bytes: [0, 0]) }
+        #expect(managed?.detail?.contains("Socket.timeout") == true)
         let unix = try Socket(.unix)
         let (nodelay, _) = expectFailure(.invalidArgument) { try unix.setOption(.noDelay, true) }
         #expect(nodelay.map { "\($0)".contains("TCP_NODELAY") } == true, "\(String(describing: nodelay))")
