@@ -1,0 +1,74 @@
+// One executable for the three Swift implementations, with the command line of ../c/cbench.c:
+//   bench IMPL server pingpong|bulk|connect [MODE]       prints "PORT n", then serves
+//   bench IMPL client pingpong PORT COUNT [MODE]         64 B round trips, TCP_NODELAY
+//   bench IMPL client bulk PORT BYTES [MODE]             64 KiB writes, waits for the server's ack
+//   bench IMPL client connect PORT COUNT [MODE]          connect, wait for the server's close, close
+//   bench sockets precision recv|accept SECONDS COUNT THREADS timeout|deadline
+// IMPL: sockets (this library; MODE none | timeout | deadline), nio (SwiftNIO's NIOPosix
+// bootstraps, as NIO users write them), flyingsocks (FlyingFox's AsyncSocket).
+// Results: one JSON object on stdout.
+import Foundation
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("bench: \(message)\n".utf8))
+    exit(64)
+}
+
+/// Unbuffered, so the driver sees the line at once.
+func emit(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+func announce(port: Int) { emit("PORT \(port)") }
+
+func report(_ fields: [(String, Double)]) {
+    emit("{" + fields.map { "\"\($0.0)\": \(String(format: "%.3f", $0.1))" }.joined(separator: ", ") + "}")
+}
+
+/// Round-trip times in nanoseconds → median and p99 in microseconds.
+func reportRoundTrips(_ histogram: RoundTrips) {
+    report([("median_us", histogram.percentile(50) / 1e3), ("p99_us", histogram.percentile(99) / 1e3)])
+}
+
+func seconds(since start: ContinuousClock.Instant) -> Double {
+    let d = ContinuousClock.now - start
+    return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+}
+
+let arguments = CommandLine.arguments
+guard arguments.count >= 4 else { fail("usage: see the comment at the top of main.swift") }
+let implementation = arguments[1], role = arguments[2], workload = arguments[3]
+
+func argument(_ index: Int, default value: String? = nil) -> String {
+    if index < arguments.count { return arguments[index] }
+    if let value { return value }
+    fail("missing argument \(index) for \(role) \(workload)")
+}
+
+func integer(_ index: Int) -> Int {
+    guard let value = Int(argument(index)), value >= 0 else { fail("bad number: \(argument(index))") }
+    return value
+}
+
+let implementations: [String: any Implementation] = [
+    "sockets": OursBench(), "nio": NIOBench(), "flyingsocks": FlyingSocksBench(),
+]
+guard let bench = implementations[implementation] else { fail("unknown implementation \(implementation)") }
+
+switch role {
+case "server":
+    bench.server(workload, mode: argument(4, default: "none"))
+case "client":
+    bench.client(workload, port: integer(4), count: integer(5), mode: argument(6, default: "none"))
+case "precision":
+    guard let ours = bench as? OursBench else { fail("precision is measured for sockets only") }
+    guard let seconds = Double(argument(4)), seconds > 0 else { fail("bad seconds: \(argument(4))") }
+    ours.precision(workload, seconds: seconds, count: integer(5), threads: integer(6), mode: argument(7))
+default:
+    fail("unknown role \(role)")
+}
+
+protocol Implementation: Sendable {
+    func server(_ workload: String, mode: String)
+    func client(_ workload: String, port: Int, count: Int, mode: String)
+}
