@@ -56,6 +56,9 @@ extension Socket {
     /// timeout (as in CPython; on BSD-derived systems the kernel would otherwise let the
     /// new descriptor inherit the listener's non-blocking flag).
     ///
+    /// Underneath: `accept4(2)` sleeping in the kernel under `SO_RCVTIMEO` (see ``Socket``),
+    /// or with `O_NONBLOCK` after `ppoll`.
+    ///
     /// - Returns: the connected socket and the peer's address.
     /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock` (non-blocking listener),
     ///   `.tooManyOpenFiles` (the connection stays queued: back off before retrying),
@@ -82,8 +85,9 @@ extension Socket {
         }
     }
 
-    /// Connects to `address` (`connect(2)` on the non-blocking descriptor, then a wait for
-    /// writability, then `SO_ERROR`).
+    /// Connects to `address`: `connect(2)` sleeping in the kernel under `SO_SNDTIMEO` (see
+    /// ``Socket``), or on a non-blocking descriptor; then, if the handshake is still going,
+    /// a `ppoll` for writability and `SO_ERROR`.
     ///
     /// Blocks until the handshake finishes, for at most the socket's ``timeout`` and not
     /// past `deadline`. A port where nothing listens is refused at once on Linux, whatever

@@ -69,6 +69,15 @@ public final class Socket: Sendable, CustomStringConvertible {
         var timeout: SocketTimeout
         /// The descriptor's blocking mode and kernel timers (see KernelTimers.swift).
         var mode: DescriptorMode
+
+        /// One user leaves; returns the descriptor to close if it was the last user of a
+        /// closed socket (the caller closes it outside the lock).
+        mutating func release() -> CInt? {
+            users -= 1
+            guard users == 0 && closing && fd >= 0 else { return nil }
+            defer { fd = -1 }
+            return fd
+        }
     }
 
     let state: Mutex<State>
@@ -224,15 +233,7 @@ public final class Socket: Sendable, CustomStringConvertible {
 
     @inline(__always)
     func leave() {
-        let toClose: CInt? = state.withLock { s in
-            s.users -= 1
-            if s.users == 0 && s.closing && s.fd >= 0 {
-                let fd = s.fd
-                s.fd = -1
-                return fd
-            }
-            return nil
-        }
+        let toClose: CInt? = state.withLock { $0.release() }
         if let toClose { Sys.close(toClose) }
     }
 
@@ -284,13 +285,7 @@ public final class Socket: Sendable, CustomStringConvertible {
         let toClose: CInt? = state.withLock { s in
             if call.onKernelPath { s.mode.kernelCalls -= 1 }
             if call.holdsNonblocking { s.mode.pollCalls -= 1 }
-            s.users -= 1
-            if s.users == 0 && s.closing && s.fd >= 0 {
-                let fd = s.fd
-                s.fd = -1
-                return fd
-            }
-            return nil
+            return s.release()
         }
         if let toClose { Sys.close(toClose) }
     }
