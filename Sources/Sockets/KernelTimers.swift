@@ -137,7 +137,7 @@ struct Call {
     var onKernelPath: Bool
     /// Counted in `DescriptorMode.pollCalls`.
     var holdsNonblocking: Bool
-    /// The one attempt allowed to sleep in the kernel has been made.
+    /// The first attempt has been made (on the kernel path, the one allowed to sleep there).
     var kernelAttemptMade = false
 
     /// True if the next attempt may sleep in the kernel.

@@ -107,9 +107,7 @@ extension Socket {
             let fd = call.fd
             let budget = call.budget
             while true {
-                if call.onKernelPath && call.kernelAttemptMade { try leaveKernelPath(&call) }
-                let mayBlock = call.mayBlock
-                call.kernelAttemptMade = true
+                let mayBlock = try nextAttempt(&call)
                 do throws(Errno) {
                     try Sys.connect(fd, address)
                     return

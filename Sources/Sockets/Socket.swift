@@ -315,6 +315,16 @@ public final class Socket: Sendable, CustomStringConvertible {
         call.holdsNonblocking = call.needsNonblocking
     }
 
+    /// Starts the next attempt of a call: returns whether it may sleep in the kernel (only
+    /// the first attempt on the kernel path), and moves a call whose kernel attempt is made
+    /// to the poll path.
+    @inline(__always)
+    func nextAttempt(_ call: inout Call) throws(SocketError) -> Bool {
+        if call.onKernelPath && call.kernelAttemptMade { try leaveKernelPath(&call) }
+        defer { call.kernelAttemptMade = true }
+        return call.mayBlock
+    }
+
     /// Runs `attempt` until it completes, waiting for `events` between tries within the
     /// call's budget. `attempt(mayBlock)` returns nil when the operation did not complete;
     /// it may sleep in the kernel only when `mayBlock` is true (the call's first attempt on
@@ -324,9 +334,7 @@ public final class Socket: Sendable, CustomStringConvertible {
         _ call: inout Call, events: Int16, _ attempt: (_ mayBlock: Bool) throws(Errno) -> R?
     ) throws(SocketError) -> R {
         while true {
-            if call.onKernelPath && call.kernelAttemptMade { try leaveKernelPath(&call) }
-            let mayBlock = call.mayBlock
-            if mayBlock { call.kernelAttemptMade = true }
+            let mayBlock = try nextAttempt(&call)
             let result: R?
             do throws(Errno) {
                 result = try attempt(mayBlock)
