@@ -14,8 +14,11 @@ func clockNanos() -> UInt64 {
 struct RoundTrips {
     private var histogram = Histogram<UInt64>(highestTrackableValue: 10_000_000_000, numberOfSignificantValueDigits: .three)
 
+    private(set) var count = 0
+
     mutating func record(since start: UInt64) {
         _ = histogram.record(clockNanos() &- start)
+        count += 1
     }
 
     func percentile(_ p: Double) -> Double { Double(histogram.valueAtPercentile(p)) }

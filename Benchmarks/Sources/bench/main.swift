@@ -25,8 +25,10 @@ func report(_ fields: [(String, Double)]) {
     emit("{" + fields.map { "\"\($0.0)\": \(String(format: "%.3f", $0.1))" }.joined(separator: ", ") + "}")
 }
 
-/// Round-trip times in nanoseconds → median and p99 in microseconds.
+/// Round-trip times in nanoseconds → median and p99 in microseconds; `{}` for the
+/// zero-operation run that W5 subtracts.
 func reportRoundTrips(_ histogram: RoundTrips) {
+    guard histogram.count > 0 else { return emit("{}") }
     report([("median_us", histogram.percentile(50) / 1e3), ("p99_us", histogram.percentile(99) / 1e3)])
 }
 
