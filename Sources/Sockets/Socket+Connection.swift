@@ -77,7 +77,7 @@ extension Socket {
                         }
                     }
                 }
-                return (Socket(fd: newFD, family: family, type: type, timeout: Socket.defaultTimeout), peer)
+                return (Socket(fd: newFD, family: family, type: type, timeout: Socket.defaultTimeout, peer: peer), peer)
             } catch {
                 // Errors name the listening address; successes never pay for getsockname.
                 throw error.at(try? Sys.localAddress(fd))

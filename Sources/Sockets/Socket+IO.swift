@@ -211,9 +211,10 @@ extension Socket {
     // MARK: helpers
 
     /// The peer's address if the socket has one, for error messages (errors only: a
-    /// successful call never pays for this system call).
+    /// successful call never pays for this system call). After a reset the kernel no longer
+    /// knows it; then the address the socket was connected to or accepted from.
     func peerAddressForMessages(_ fd: CInt) -> SocketAddress? {
-        try? Sys.peerAddress(fd)
+        (try? Sys.peerAddress(fd)) ?? state.withLock { $0.peer }
     }
 }
 

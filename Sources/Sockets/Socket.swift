@@ -69,6 +69,9 @@ public final class Socket: Sendable, CustomStringConvertible {
         var timeout: SocketTimeout
         /// The descriptor's blocking mode and kernel timers (see KernelTimers.swift).
         var mode: DescriptorMode
+        /// The peer this socket was connected to or accepted from, for error messages once
+        /// the kernel has forgotten it (`getpeername` fails after a reset).
+        var peer: SocketAddress?
 
         /// One user leaves; returns the descriptor to close if it was the last user of a
         /// closed socket (the caller closes it outside the lock).
@@ -124,7 +127,8 @@ public final class Socket: Sendable, CustomStringConvertible {
             throw SocketError(.create, errno: error, detail: "descriptor \(descriptor) is not an open socket")
         }
         let type: SocketType = rawType == Sys.datagramType ? .datagram : .stream
-        self.init(fd: descriptor, family: local.family, type: type, timeout: Socket.defaultTimeout, mode: mode)
+        self.init(fd: descriptor, family: local.family, type: type, timeout: Socket.defaultTimeout, mode: mode,
+                  peer: try? Sys.peerAddress(descriptor))
     }
 
     /// A connected pair of Unix-domain sockets (`socketpair(2)`), both with the process
@@ -144,11 +148,11 @@ public final class Socket: Sendable, CustomStringConvertible {
     /// kernel timers on Linux, non-blocking on Darwin.
     init(
         fd: CInt, family: SocketAddress.Family, type: SocketType, timeout: SocketTimeout,
-        mode: DescriptorMode = DescriptorMode(nonblocking: !Sys.kernelTimers)
+        mode: DescriptorMode = DescriptorMode(nonblocking: !Sys.kernelTimers), peer: SocketAddress? = nil
     ) {
         self.family = family
         self.type = type
-        state = Mutex(State(fd: fd, users: 0, closing: false, timeout: timeout, mode: mode))
+        state = Mutex(State(fd: fd, users: 0, closing: false, timeout: timeout, mode: mode, peer: peer))
     }
 
     deinit {
@@ -272,6 +276,7 @@ public final class Socket: Sendable, CustomStringConvertible {
                 return .failure(SocketError(operation, errno: error, address: address))
             }
             s.users += 1
+            if operation == .connect { s.peer = address }  // folded away for every other call
             return .success(Call(
                 fd: s.fd, budget: budget, needsNonblocking: needsNonblocking,
                 onKernelPath: kernel, holdsNonblocking: !kernel && needsNonblocking))

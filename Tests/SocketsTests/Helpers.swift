@@ -109,9 +109,25 @@ func expectTiming(
     #expect(elapsed < lower + slack, "far too late: \(elapsed) for \(lower)", sourceLocation: sourceLocation)
 }
 
-/// The number of descriptors this process has open.
-func openDescriptorCount() throws -> Int {
-    try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count
+/// The descriptors this process has open, each as "NUMBER -> TARGET" (`socket:[INODE]`,
+/// `pipe:[INODE]`, a path), so that a number reused for something else counts as new.
+func openDescriptors() throws -> Set<String> {
+    let directory = "/proc/self/fd"
+    return Set(try FileManager.default.contentsOfDirectory(atPath: directory).compactMap { number in
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "\(directory)/\(number)")).map { "\(number) -> \($0)" }
+    })
+}
+
+/// What is open now that was not in `before`: the descriptors the code since then leaked.
+/// Waits up to a second for closes that other threads still have on their way (a socket
+/// whose last reference a finishing helper thread drops), so only a true leak remains.
+func descriptorsLeaked(since before: Set<String>) throws -> Set<String> {
+    var leaked = try openDescriptors().subtracting(before)
+    for _ in 0..<100 where !leaked.isEmpty {
+        pause(.milliseconds(10))
+        leaked = try openDescriptors().subtracting(before)
+    }
+    return leaked
 }
 
 /// Sets the process default for the duration of `body`, restoring it afterwards.
