@@ -2,72 +2,6 @@ import Foundation
 import Sockets
 import Testing
 
-/// The `sock` binary `swift test` built beside this test bundle.
-private let sockPath = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-    .deletingLastPathComponent().appendingPathComponent("sock").path
-
-/// A running `sock`, ended by its PID if it outlives its time limit.
-private final class SockProcess {
-    let process = Process()
-    let stdin = Pipe()
-    let stdout = Pipe()
-    let stderr = Pipe()
-
-    init(_ arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: sockPath)
-        process.arguments = arguments
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
-    }
-
-    /// Waits for exit, at most `limit`; kills the process (SIGTERM, then SIGKILL) past it.
-    func finish(within limit: Duration = .seconds(20)) throws -> (status: Int32, out: String, err: String) {
-        let end = ContinuousClock.now + limit
-        while process.isRunning && ContinuousClock.now < end { usleep(10_000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
-            usleep(200_000)
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
-            throw CLIFailure("sock \(process.arguments ?? []) still running after \(limit); killed")
-        }
-        let out = String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let err = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        return (process.terminationStatus, out, err)
-    }
-
-    /// Reads stderr until a line starting with `prefix` appears (bounded by `limit`).
-    func waitForLine(startingWith prefix: String, within limit: Duration = .seconds(10)) throws -> String {
-        let fd = stderr.fileHandleForReading.fileDescriptor
-        var text = ""
-        let end = ContinuousClock.now + limit
-        while ContinuousClock.now < end {
-            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) { return String(line) }
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&pfd, 1, 100) >= 0 else { continue }
-            if pfd.revents != 0 {
-                var buffer = [UInt8](repeating: 0, count: 4096)
-                let n = read(fd, &buffer, buffer.count)
-                if n <= 0 { break }
-                text += String(decoding: buffer.prefix(n), as: UTF8.self)
-            }
-        }
-        throw CLIFailure("no line starting with '\(prefix)' on stderr; got: \(text)")
-    }
-
-    func send(_ text: String, thenClose: Bool = true) {
-        stdin.fileHandleForWriting.write(Data(text.utf8))
-        if thenClose { try? stdin.fileHandleForWriting.close() }
-    }
-}
-
-private struct CLIFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
-
 /// Runs `sock` with empty stdin and returns its exit status and output.
 private func sock(_ arguments: String..., within limit: Duration = .seconds(20)) throws -> (status: Int32, out: String, err: String) {
     let p = try SockProcess(arguments)
@@ -187,9 +121,7 @@ struct CLITests {
     @Test("listen --keep-open serves several clients and drops one that idles past --timeout")
     func keepOpen() throws {
         let listener = try SockProcess(["listen", "0", "--keep-open", "--timeout", "300ms"])
-        // SIGKILL: a child spawned from a test-runner thread inherits its blocked signal mask,
-        // so SIGTERM would stay pending.
-        defer { if listener.process.isRunning { kill(listener.process.processIdentifier, SIGKILL) } }
+        defer { listener.kill() }
         let line = try listener.waitForLine(startingWith: "listening on ")
         let address = try SocketAddress(String(line.dropFirst("listening on ".count)))
         let idle = try Socket(.ipv4)
@@ -206,7 +138,7 @@ struct CLITests {
         #expect(try idle.receive(upTo: 10).isEmpty)
         #expect(ContinuousClock.now - start >= .milliseconds(200))
         #expect(listener.process.isRunning)
-        kill(listener.process.processIdentifier, SIGKILL)
+        listener.kill()
         let (_, out, err) = try listener.finish()
         #expect(out.contains("one\n") && out.contains("two\n"), "\(out)")
         #expect(err.contains("timed out after 300ms; closed"), "\(err)")

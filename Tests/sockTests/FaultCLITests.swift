@@ -1,0 +1,205 @@
+import Foundation
+import Sockets
+import Testing
+
+@Suite("fault suite: sock under pressure", .serialized)
+struct FaultCLITests {
+    @Test("at the descriptor limit, listen --keep-open says so, backs off without spinning, and accepts again when descriptors free up")
+    func descriptorExhaustion() throws {
+        let listener = try SockProcess(["listen", "0", "--keep-open"], openFileLimit: 32)
+        defer { listener.kill() }
+        let line = try listener.waitForLine(startingWith: "listening on ")
+        let address = try SocketAddress(String(line.dropFirst("listening on ".count)))
+        // More connections than sock has descriptors for; the kernel completes them all
+        // (they wait in the accept queue), sock accepts until EMFILE.
+        var clients: [Socket] = []
+        for _ in 0..<40 {
+            let client = try Socket(.ipv4)
+            try client.connect(to: address, deadline: .now + .seconds(5))
+            clients.append(client)
+        }
+        let report = try listener.waitForLine(startingWith: "sock: accept on ")
+        #expect(report.contains("EMFILE") && report.contains("backing off"), "\(report)")
+
+        // Five seconds at the limit: alive, and (nearly) idle.
+        let cpuBefore = try listener.cpuTime()
+        Thread.sleep(forTimeInterval: 5)
+        let cpu = try listener.cpuTime() - cpuBefore
+        #expect(listener.process.isRunning)
+        #expect(cpu < .milliseconds(250), "sock used \(cpu) of CPU in 5 s at the descriptor limit")
+
+        // Free the descriptors: the clients leave, sock accepts what is still queued (each
+        // of those ends at once), and a new client is served.
+        for client in clients { client.close() }
+        _ = try listener.waitForLine(startingWith: "sock: accepting again", within: .seconds(5))
+        let late = try Socket(.ipv4)
+        try late.connect(to: address, deadline: .now + .seconds(5))
+        try late.sendAll(Array("resumed\n".utf8))
+        _ = try listener.waitFor(.seconds(5), "'resumed' on stdout") { listener.out.contains("resumed\n") ? true : nil }
+        late.close()
+
+        print("fault suite: EMFILE: \(clients.count) connections against a limit of 32 descriptors; "
+            + "\(cpu) of CPU over 5 s at the limit; resumed")
+    }
+
+    @Test("1,000 idle connections against listen --keep-open --timeout 1: each dropped after 1 s, never before, and memory returns")
+    func thousandIdleConnections() throws {
+        let count = 1000
+        let listener = try SockProcess(["listen", "0", "--keep-open", "--timeout", "1"])
+        defer { listener.kill() }
+        let line = try listener.waitForLine(startingWith: "listening on ")
+        let address = try SocketAddress(String(line.dropFirst("listening on ".count)))
+        let memoryBefore = try listener.residentKiB()
+
+        var clients: [(socket: Socket, connected: ContinuousClock.Instant)] = []
+        for _ in 0..<count {
+            let client = try Socket(.ipv4)
+            try client.connect(to: address, deadline: .now + .seconds(10))
+            clients.append((client, .now))
+        }
+        let memoryPeak = try listener.residentKiB()
+
+        // Wait for every end of stream at once with poll(2), bounded at 15 s.
+        var dropped = [ContinuousClock.Instant?](repeating: nil, count: count)
+        var descriptors = try clients.map { client in
+            pollfd(fd: try client.socket.withUnsafeDescriptor { $0 }, events: Int16(POLLIN), revents: 0)
+        }
+        let end = ContinuousClock.now + .seconds(15)
+        var remaining = count
+        while remaining > 0 && ContinuousClock.now < end {
+            guard poll(&descriptors, nfds_t(count), 100) > 0 else { continue }
+            let now = ContinuousClock.now
+            for index in descriptors.indices where descriptors[index].revents != 0 {
+                dropped[index] = now
+                descriptors[index].fd = -1  // poll ignores it from now on
+                remaining -= 1
+            }
+        }
+        #expect(remaining == 0, "\(remaining) of \(count) connections were never dropped")
+        var early = 0
+        var latest = Duration.zero
+        for (index, client) in clients.enumerated() {
+            guard let at = dropped[index] else { continue }
+            #expect(try client.socket.receive(upTo: 1, deadline: .now + .seconds(1)).isEmpty)  // EOF, not data
+            let idle = at - client.connected
+            if idle < .seconds(1) { early += 1 }
+            latest = max(latest, idle)
+        }
+        #expect(early == 0, "\(early) connections were dropped before their 1 s timeout")
+        #expect(latest < .seconds(4), "a connection was dropped only after \(latest)")
+        #expect(listener.process.isRunning)
+
+        // The connection threads are gone; their memory with them.
+        clients.forEach { $0.socket.close() }
+        Thread.sleep(forTimeInterval: 0.5)
+        let memoryAfter = try listener.residentKiB()
+        #expect(memoryAfter <= memoryBefore + 4096, "RSS \(memoryBefore) KiB before, \(memoryPeak) KiB at the peak, \(memoryAfter) KiB after")
+        print("fault suite: \(count) idle connections all dropped, none early, the last after \(latest); "
+            + "sock RSS \(memoryBefore) KiB before, \(memoryPeak) KiB with \(count) connections, \(memoryAfter) KiB after")
+    }
+
+    @Test("a true black hole (SYNs dropped in a network namespace): connect times out at the requested time",
+          .enabled(if: BlackHole.unavailableReason == nil, "skipped: \(BlackHole.unavailableReason ?? "")"))
+    func blackHole() throws {
+        let hole = try BlackHole()
+        defer { hole.remove() }
+        // Control: with nothing dropped, the far end has no listener and refuses at once.
+        let start = ContinuousClock.now
+        let refused = try SockProcess(["connect", "\(hole.farAddress):9", "--timeout", "3"], prefix: hole.inNearEnd).finish()
+        #expect(refused.status == 1 && refused.err.contains("ECONNREFUSED"), "\(refused)")
+        #expect(ContinuousClock.now - start < .seconds(1))
+
+        try hole.dropSYNs()
+        let timedStart = ContinuousClock.now
+        let timedOut = try SockProcess(["connect", "\(hole.farAddress):9", "--timeout", "1"], prefix: hole.inNearEnd).finish()
+        let elapsed = ContinuousClock.now - timedStart
+        #expect(timedOut.status == 124, "\(timedOut)")
+        #expect(timedOut.err.contains("timed out after 1s"), "\(timedOut.err)")
+        #expect(elapsed >= .seconds(1), "timed out early: \(elapsed)")
+        #expect(elapsed < .seconds(2.5), "timed out late: \(elapsed)")
+        print("fault suite: black hole: refused at once without the drop rule; with it, timed out after \(elapsed) (asked 1 s)")
+    }
+}
+
+/// Two network namespaces joined by a veth pair, 10.253.0.1/30 (near) and 10.253.0.2/30
+/// (far); `dropSYNs()` makes the far end drop every TCP SYN with nftables. Traffic stays
+/// inside the two namespaces; `remove()` deletes them (and the veth pair with them).
+struct BlackHole {
+    let near: String
+    let far: String
+    let farAddress = "10.253.0.2"
+    var inNearEnd: [String] { [BlackHole.ip, "netns", "exec", near] }
+
+    static let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        ?? "ip"
+    static let nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    /// Why the test cannot run here, or nil when it can (root, `ip`, `nft`, namespaces allowed).
+    static let unavailableReason: String? = {
+        if getuid() != 0 { return "not root: creating network namespaces needs root" }
+        if !FileManager.default.isExecutableFile(atPath: ip) { return "no 'ip' (Debian package iproute2)" }
+        if nft == nil { return "no 'nft' (Debian package nftables; .ci/run installs it)" }
+        let probe = "sockets-probe-\(getpid())"
+        guard (try? run([ip, "netns", "add", probe])) != nil else { return "'ip netns add' is not permitted here" }
+        _ = try? run([ip, "netns", "del", probe])
+        return nil
+    }()
+
+    init() throws {
+        let tag = "\(getpid() % 100_000)"
+        near = "sockets-near-\(tag)"
+        far = "sockets-far-\(tag)"
+        let (nearLink, farLink) = ("sbh\(tag)n", "sbh\(tag)f")
+        let ip = BlackHole.ip
+        do {
+            for command in [
+                [ip, "netns", "add", near], [ip, "netns", "add", far],
+                [ip, "link", "add", nearLink, "type", "veth", "peer", "name", farLink],
+                [ip, "link", "set", nearLink, "netns", near], [ip, "link", "set", farLink, "netns", far],
+                [ip, "-n", near, "addr", "add", "10.253.0.1/30", "dev", nearLink],
+                [ip, "-n", far, "addr", "add", "\(farAddress)/30", "dev", farLink],
+                [ip, "-n", near, "link", "set", nearLink, "up"], [ip, "-n", far, "link", "set", farLink, "up"],
+            ] {
+                try BlackHole.run(command)
+            }
+        } catch {
+            remove()
+            throw error
+        }
+    }
+
+    func dropSYNs() throws {
+        let nft = [BlackHole.ip, "netns", "exec", far, BlackHole.nft!]
+        try BlackHole.run(nft + ["add", "table", "inet", "blackhole"])
+        try BlackHole.run(nft + ["add", "chain", "inet", "blackhole", "input", "{ type filter hook input priority 0; policy accept; }"])
+        try BlackHole.run(nft + ["add", "rule", "inet", "blackhole", "input", "tcp", "flags", "&", "(syn|ack)", "==", "syn", "drop"])
+    }
+
+    func remove() {
+        for namespace in [near, far] { _ = try? BlackHole.run([BlackHole.ip, "netns", "del", namespace]) }
+    }
+
+    /// Runs a command to completion (at most 10 s, then SIGKILL); throws if it fails.
+    @discardableResult
+    static func run(_ command: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let end = ContinuousClock.now + .seconds(10)
+        while process.isRunning && ContinuousClock.now < end { usleep(5_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            throw CLIFailure("\(command.joined(separator: " ")) still running after 10 s; killed")
+        }
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        guard process.terminationStatus == 0 else {
+            throw CLIFailure("\(command.joined(separator: " ")) failed (\(process.terminationStatus)): \(text)")
+        }
+        return text
+    }
+}

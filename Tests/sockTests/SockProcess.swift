@@ -1,0 +1,124 @@
+import Foundation
+import Synchronization
+
+/// The `sock` binary `swift test` built beside this test bundle.
+let sockPath = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    .deletingLastPathComponent().appendingPathComponent("sock").path
+
+/// A running `sock`, ended by its PID if it outlives its time limit. Its stdout and stderr
+/// are read as they come (so a chatty `sock` never blocks on a full pipe).
+final class SockProcess {
+    let process = Process()
+    let stdin = Pipe()
+    private let stdout = Pipe()
+    private let stderr = Pipe()
+    private let output = Captured()
+    private let drained = DispatchGroup()
+
+    /// Starts `sock arguments`. `openFileLimit` lowers RLIMIT_NOFILE first (through
+    /// `sh -c 'ulimit -n N; exec sock ...'`, so the PID is sock's); `prefix` runs it under
+    /// another command (`ip netns exec NS`).
+    init(_ arguments: [String], openFileLimit: Int? = nil, prefix: [String] = []) throws {
+        var command = prefix + [sockPath] + arguments
+        if let openFileLimit {
+            command = ["/bin/sh", "-c", "ulimit -n \(openFileLimit) && exec \"$@\"", "sh"] + command
+        }
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
+        process.standardInput = stdin
+        process.standardOutput = stdout
+        process.standardError = stderr
+        try process.run()
+        drain(stdout) { $0.out += $1 }
+        drain(stderr) { $0.err += $1 }
+    }
+
+    /// What sock has written so far, filled by the reading threads.
+    private final class Captured: Sendable {
+        let bytes = Mutex<(out: [UInt8], err: [UInt8])>(([], []))
+    }
+
+    private func drain(_ pipe: Pipe, into append: @escaping @Sendable (inout (out: [UInt8], err: [UInt8]), Data) -> Void) {
+        let handle = pipe.fileHandleForReading
+        let output = self.output
+        drained.enter()
+        let group = drained
+        Thread.detachNewThread {
+            defer { group.leave() }
+            while true {  // ends at EOF: when sock (and whatever shares its pipes) has exited
+                let data = handle.availableData
+                if data.isEmpty { return }
+                output.bytes.withLock { append(&$0, data) }
+            }
+        }
+    }
+
+    var pid: pid_t { process.processIdentifier }
+    var out: String { output.bytes.withLock { String(decoding: $0.out, as: UTF8.self) } }
+    var err: String { output.bytes.withLock { String(decoding: $0.err, as: UTF8.self) } }
+
+    /// Waits for exit, at most `limit`; kills the process (SIGTERM, then SIGKILL) past it.
+    func finish(within limit: Duration = .seconds(20)) throws -> (status: Int32, out: String, err: String) {
+        let end = ContinuousClock.now + limit
+        while process.isRunning && ContinuousClock.now < end { usleep(10_000) }
+        if process.isRunning {
+            kill()
+            throw CLIFailure("sock \(process.arguments ?? []) still running after \(limit); killed")
+        }
+        _ = drained.wait(timeout: .now() + 5)
+        return (process.terminationStatus, out, err)
+    }
+
+    /// Ends the process by its PID. SIGKILL: a child spawned from a test-runner thread
+    /// inherits its blocked signal mask, so SIGTERM could stay pending.
+    func kill() {
+        if process.isRunning { Glibc.kill(pid, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    /// Waits until a line of stderr starts with `prefix` (bounded by `limit`); returns it.
+    func waitForLine(startingWith prefix: String, within limit: Duration = .seconds(10)) throws -> String {
+        try waitFor(limit, "a line starting with '\(prefix)' on stderr") {
+            err.split(separator: "\n").first { $0.hasPrefix(prefix) }.map(String.init)
+        }
+    }
+
+    /// Polls `found` every 10 ms until it returns a value, at most `limit`.
+    func waitFor<T>(_ limit: Duration, _ what: String, _ found: () -> T?) throws -> T {
+        let end = ContinuousClock.now + limit
+        while ContinuousClock.now < end {
+            if let value = found() { return value }
+            usleep(10_000)
+        }
+        throw CLIFailure("no \(what) within \(limit); stderr: \(err.suffix(2000))")
+    }
+
+    func send(_ text: String, thenClose: Bool = true) {
+        stdin.fileHandleForWriting.write(Data(text.utf8))
+        if thenClose { try? stdin.fileHandleForWriting.close() }
+    }
+
+    /// sock's resident memory (VmRSS) in KiB.
+    func residentKiB() throws -> Int {
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) else {
+            throw CLIFailure("no VmRSS for \(pid)")
+        }
+        return kib
+    }
+
+    /// CPU time sock has used (user + system), from /proc/PID/stat.
+    func cpuTime() throws -> Duration {
+        let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+        // Fields after the ")" that ends the command name: state is field 3, utime 14, stime 15.
+        let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
+        guard let user = Int(fields[11]), let system = Int(fields[12]) else { throw CLIFailure("bad /proc/\(pid)/stat") }
+        return .milliseconds((user + system) * 1000 / sysconf(Int32(_SC_CLK_TCK)))
+    }
+}
+
+struct CLIFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
