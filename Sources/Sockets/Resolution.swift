@@ -1,4 +1,3 @@
-import Synchronization
 
 extension SocketAddress {
     /// Resolves `HOST:PORT` (`localhost:80`, `example.org:443`, `[::1]:80`,
@@ -76,7 +75,7 @@ extension SocketAddress {
 
 /// The result slot shared by a caller and its resolver thread.
 private final class ResolveJob: Sendable {
-    private let box = Mutex<Result<[SocketAddress], Sys.ResolveFailure>?>(nil)
+    private let box = Locked<Result<[SocketAddress], Sys.ResolveFailure>?>(nil)
     func finish(_ result: Result<[SocketAddress], Sys.ResolveFailure>) { box.withLock { $0 = result } }
     var result: Result<[SocketAddress], Sys.ResolveFailure>? { box.withLock { $0 } }
 }

@@ -1,4 +1,3 @@
-import Synchronization
 import SystemPackage
 
 /// Stream (TCP, or Unix stream) or datagram (UDP, or Unix datagram).
@@ -83,7 +82,7 @@ public final class Socket: Sendable, CustomStringConvertible {
         }
     }
 
-    let state: Mutex<State>
+    let state: Locked<State>
 
     // MARK: creation
 
@@ -152,7 +151,7 @@ public final class Socket: Sendable, CustomStringConvertible {
     ) {
         self.family = family
         self.type = type
-        state = Mutex(State(fd: fd, users: 0, closing: false, timeout: timeout, mode: mode, peer: peer))
+        state = Locked(State(fd: fd, users: 0, closing: false, timeout: timeout, mode: mode, peer: peer))
     }
 
     deinit {
@@ -171,7 +170,7 @@ public final class Socket: Sendable, CustomStringConvertible {
         set { state.withLock { $0.timeout = newValue } }
     }
 
-    private static let defaultStorage = Mutex(SocketTimeout.never)
+    private static let defaultStorage = Locked(SocketTimeout.never)
 
     /// The timeout given to every socket created (or accepted, or adopted) from now on,
     /// like Python's `socket.setdefaulttimeout`. Sockets that already exist keep theirs.

@@ -10,7 +10,8 @@ struct Listen: ParsableCommand {
             Prints 'listening on HOST:PORT' on stderr with the real port, also for port 0.
             Without --keep-open: one connection; ends when the peer has closed and stdin is sent.
             With --keep-open: serves connections at once, each on its own thread, their data
-            to stdout (stdin is not read); a connection silent for --timeout is closed;
+            to stdout (stdin is not read), with a backlog of 4096 (capped by the kernel's
+            somaxconn); a connection silent for --timeout is closed;
             at the descriptor limit (EMFILE) it backs off (5 ms doubling to 1 s) and resumes.
             """
     )
@@ -51,7 +52,10 @@ struct Listen: ParsableCommand {
         let server = try Socket(address.family)
         if address.family != .unix { try server.setOption(.reuseAddress, true) }
         try server.bind(to: address)
-        try server.listen()
+        // With --keep-open, room for bursts (the kernel caps it at net.core.somaxconn): with
+        // the usual 128, a burst overflows the queue and Linux drops the handshake's last ACK,
+        // so clients that think they are connected wait a second or more to be accepted.
+        try server.listen(backlog: keepOpen ? 4096 : 128)
         return server
     }
 
