@@ -213,6 +213,7 @@ struct BlackHole {
             process.waitUntilExit()
             throw CLIFailure("\(command.joined(separator: " ")) still running after 10 s; killed")
         }
+        process.waitUntilExit()  // it has exited: this only lets Foundation finish with it
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         guard process.terminationStatus == 0 else {
             throw CLIFailure("\(command.joined(separator: " ")) failed (\(process.terminationStatus)): \(text)")

@@ -65,6 +65,7 @@ final class SockProcess {
             kill()
             throw CLIFailure("sock \(process.arguments ?? []) still running after \(limit); killed")
         }
+        process.waitUntilExit()  // it has exited: this only lets Foundation finish with it
         _ = drained.wait(timeout: .now() + 5)
         return (process.terminationStatus, out, err)
     }

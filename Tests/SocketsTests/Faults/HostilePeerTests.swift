@@ -76,6 +76,8 @@ struct HostilePeerTests {
             #expect(cut.kind == .timedOut)
             expectTiming(cut.elapsed, atLeast: perRequest)
             #expect(cut.request.count >= 40, "only \(cut.request.count) bytes dripped in before the cut")
+            print("fault suite: slow drip cut off after \(cut.elapsed) and \(cut.request.count) bytes; "
+                + "other clients answered in \(quickAnswers.map { "\($0)" }.joined(separator: ", "))")
         }
         #expect(outcomes.filter { $0.request == "hello\n" && $0.kind == nil }.count == 3)
         #expect(quickAnswers.allSatisfy { $0 < .seconds(1) }, "\(quickAnswers)")
