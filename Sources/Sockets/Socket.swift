@@ -257,16 +257,16 @@ public final class Socket: Sendable, CustomStringConvertible {
     /// `.timedOut` for a deadline already past, before any system call) and how it waits.
     @inline(__always)
     func beginCall(
-        _ operation: SocketError.Operation, address: SocketAddress?, deadline: ContinuousClock.Instant?,
+        _ operation: SocketError.Operation, address: SocketAddress?, deadlineLeft: Int64?,
         _ direction: WaitDirection?, needsNonblocking: Bool = false
     ) throws(SocketError) -> Call {
         let started: Result<Call, SocketError> = state.withLock { s in
             if s.closing { return .failure(SocketError(.closed, operation, address: address)) }
             let budget: WaitBudget
             do throws(SocketError) {
-                budget = try WaitBudget(s.timeout, deadline: deadline, operation, address: address)
+                budget = try WaitBudget(s.timeout, deadlineLeft: deadlineLeft, operation)
             } catch {
-                return .failure(error)
+                return .failure(error.at(address))
             }
             let kernel: Bool
             do throws(Errno) {
@@ -301,9 +301,14 @@ public final class Socket: Sendable, CustomStringConvertible {
         _ direction: WaitDirection?, needsNonblocking: Bool = false,
         _ body: (inout Call) throws(SocketError) -> R
     ) throws(SocketError) -> R {
-        var call = try beginCall(operation, address: address, deadline: deadline, direction, needsNonblocking: needsNonblocking)
+        let left = WaitBudget.nanosecondsLeft(until: deadline)
+        var call = try beginCall(operation, address: address, deadlineLeft: left, direction, needsNonblocking: needsNonblocking)
         defer { endCall(call) }
-        return try body(&call)
+        do throws(SocketError) {
+            return try body(&call)
+        } catch {
+            throw error.at(address)  // errors from the budget and the wait loop carry none
+        }
     }
 
     /// Moves a call from the kernel path to the poll path once its kernel attempt is made.
@@ -315,7 +320,7 @@ public final class Socket: Sendable, CustomStringConvertible {
             return nil
         }
         call.onKernelPath = false
-        if let failed { throw failure(call.budget.operation, failed, address: call.budget.address) }
+        if let failed { throw failure(call.budget.operation, failed, address: nil) }
         call.holdsNonblocking = call.needsNonblocking
     }
 
@@ -343,13 +348,13 @@ public final class Socket: Sendable, CustomStringConvertible {
             do throws(Errno) {
                 result = try attempt(mayBlock)
             } catch {
-                throw failure(call.budget.operation, error, address: call.budget.address)
+                throw failure(call.budget.operation, error, address: nil)
             }
             if let result { return result }
             // Not ready: the kernel's timer fired, a signal came, or the descriptor is
             // non-blocking. Either way, wait by ppoll for what is left, then try again.
             try call.budget.wait(call.fd, for: events)
-            if isClosed { throw SocketError(.closed, call.budget.operation, address: call.budget.address) }
+            if isClosed { throw SocketError(.closed, call.budget.operation) }
         }
     }
 

@@ -21,19 +21,19 @@ struct WaitBudget {
     /// How long the call was allowed in all, in nanoseconds (-1: no limit), for the timeout
     /// message and for the kernel-timer check.
     let allotted: Int64
+    /// For errors; the caller adds the address (`withCall`), which keeps this struct, and
+    /// every call's `Call`, trivially copyable.
     let operation: SocketError.Operation
-    let address: SocketAddress?
 
+    /// `deadlineLeft`: the nanoseconds left until the caller's deadline when the call began
+    /// (``nanosecondsLeft(until:)``), nil for none.
+    ///
     /// - Throws: ``SocketError/Kind/timedOut`` at once, before any system call, when
-    ///   `deadline` has already passed (even if the operation could complete now).
+    ///   the deadline has already passed (even if the operation could complete now).
     @inline(__always)
-    init(
-        _ timeout: SocketTimeout, deadline: ContinuousClock.Instant?,
-        _ operation: SocketError.Operation, address: SocketAddress?
-    ) throws(SocketError) {
+    init(_ timeout: SocketTimeout, deadlineLeft: Int64?, _ operation: SocketError.Operation) throws(SocketError) {
         self.operation = operation
-        self.address = address
-        guard let deadline else {
+        guard let leftNanoseconds = deadlineLeft else {
             switch timeout.mode {
             case .never: (limit, allotted) = (.forever, -1)
             case .nonBlocking: (limit, allotted) = (.none, -1)
@@ -41,11 +41,9 @@ struct WaitBudget {
             }
             return
         }
-        let left = deadline - ContinuousClock.now
-        guard left > .zero else {
-            throw SocketError(.timedOut, operation, address: address, timeout: .zero)
+        guard leftNanoseconds > 0 else {
+            throw SocketError(.timedOut, operation, timeout: .zero)
         }
-        let leftNanoseconds = wholeNanoseconds(left)
         let now = Sys.now()
         switch timeout.mode {
         case .never:
@@ -55,6 +53,20 @@ struct WaitBudget {
         case .after:
             let t = min(timeout.nanoseconds, leftNanoseconds)
             (limit, allotted) = (.until(later(now, by: t)), t)
+        }
+    }
+
+    /// How long is left until `deadline`, in whole nanoseconds rounded up (0 or less: it has
+    /// passed), or nil for no deadline. Called once where a public call hands its deadline
+    /// in: `ContinuousClock.Instant` is resilient, so every copy of one costs value-witness
+    /// calls, and nothing below this point carries it.
+    @inline(__always)
+    static func nanosecondsLeft(until deadline: ContinuousClock.Instant?) -> Int64? {
+        switch deadline {
+        case .none: return nil
+        case .some(let instant):
+            let left = instant - ContinuousClock.now
+            return left > .zero ? wholeNanoseconds(left) : 0
         }
     }
 
@@ -70,12 +82,12 @@ struct WaitBudget {
 
     /// The error for a budget that has run out.
     var timedOut: SocketError {
-        SocketError(.timedOut, operation, address: address, timeout: allotted >= 0 ? .nanoseconds(allotted) : nil)
+        SocketError(.timedOut, operation, timeout: allotted >= 0 ? .nanoseconds(allotted) : nil)
     }
 
     /// The error for a non-blocking socket whose operation would have waited.
     func wouldBlock(_ errno: Errno = .resourceTemporarilyUnavailable) -> SocketError {
-        SocketError(.wouldBlock, operation, address: address, errno: errno)
+        SocketError(.wouldBlock, operation, errno: errno)
     }
 
     /// Blocks until `fd` is ready for `events` (or reports an error or hang-up, which the
@@ -98,7 +110,7 @@ struct WaitBudget {
                 } catch .interrupted {
                     continue
                 } catch {
-                    throw SocketError(operation, errno: error, address: address)
+                    throw SocketError(operation, errno: error)
                 }
             }
         case .until(let end):
@@ -110,7 +122,7 @@ struct WaitBudget {
                 } catch .interrupted {
                     continue
                 } catch {
-                    throw SocketError(operation, errno: error, address: address)
+                    throw SocketError(operation, errno: error)
                 }
             }
         }
