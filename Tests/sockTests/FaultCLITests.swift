@@ -45,6 +45,14 @@ struct FaultCLITests {
     @Test("1,000 idle connections against listen --keep-open --timeout 1: each dropped after 1 s, never before, and memory returns")
     func thousandIdleConnections() throws {
         let count = 1000
+        // Both ends need over 1,000 descriptors: raise this process's soft limit (sock
+        // inherits it) towards the hard limit if it is lower.
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        if limit.rlim_cur < 4096 && limit.rlim_max > limit.rlim_cur {
+            limit.rlim_cur = min(4096, limit.rlim_max)
+            setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
         let listener = try SockProcess(["listen", "0", "--keep-open", "--timeout", "1"])
         defer { listener.kill() }
         let line = try listener.waitForLine(startingWith: "listening on ")
