@@ -130,6 +130,16 @@ func descriptorsLeaked(since before: Set<String>) throws -> Set<String> {
     return leaked
 }
 
+/// Lets (`SIG_UNBLOCK`) or stops (`SIG_BLOCK`) the calling thread taking `signal`. Threads
+/// started from the test runner's workers inherit a mask that blocks signals, so a thread
+/// that must be interrupted by one unblocks it first.
+func setSignal(_ signal: CInt, _ how: CInt) {
+    var set = sigset_t()
+    sigemptyset(&set)
+    sigaddset(&set, signal)
+    pthread_sigmask(how, &set, nil)
+}
+
 /// Sets the process default for the duration of `body`, restoring it afterwards.
 func withDefaultTimeout<R>(_ timeout: SocketTimeout, _ body: () throws -> R) rethrows -> R {
     let saved = Socket.defaultTimeout

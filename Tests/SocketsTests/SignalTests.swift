@@ -27,12 +27,7 @@ private func underSignalStorm<T: Sendable>(
     let target = Mutex<pthread_t?>(nil)
     let finished = Atomic<Bool>(false)
     let work = Background { () throws -> T in
-        // Threads started from the test runner's workers inherit a mask that blocks
-        // signals; unblock SIGUSR1 here or the storm would never interrupt anything.
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, SIGUSR1)
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        setSignal(SIGUSR1, SIG_UNBLOCK)  // or the storm would never interrupt anything
         target.withLock { $0 = pthread_self() }
         defer { finished.store(true, ordering: .releasing) }
         return try body()

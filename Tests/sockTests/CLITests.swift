@@ -4,7 +4,7 @@ import Testing
 
 /// Runs `sock` with empty stdin and returns its exit status and output.
 private func sock(_ arguments: String..., within limit: Duration = .seconds(20)) throws -> (status: Int32, out: String, err: String) {
-    let p = try SockProcess(arguments)
+    let p = try ChildProcess(arguments)
     try? p.stdin.fileHandleForWriting.close()
     return try p.finish(within: limit)
 }
@@ -74,7 +74,7 @@ struct CLITests {
         try server.bind(to: .ipv4(.loopback, port: 0))
         try server.listen()
         let address = try server.localAddress
-        let p = try SockProcess(["connect", "\(address)", "--timeout", "300ms"])  // stdin stays open
+        let p = try ChildProcess(["connect", "\(address)", "--timeout", "300ms"])  // stdin stays open
         let (connection, _) = try server.accept(deadline: .now + .seconds(10))
         let (status, _, err) = try p.finish()
         #expect(status == 124)
@@ -95,7 +95,7 @@ struct CLITests {
         (["frobnicate"], "Unexpected argument"),
     ])
     func badInput(_ arguments: [String], _ reason: String) throws {
-        let p = try SockProcess(arguments)
+        let p = try ChildProcess(arguments)
         try? p.stdin.fileHandleForWriting.close()
         let (status, _, err) = try p.finish()
         #expect(status == 64, "\(arguments): \(err)")
@@ -104,11 +104,11 @@ struct CLITests {
 
     @Test("listen and connect relay both ways and exit 0 when both sides are done")
     func relay() throws {
-        let listener = try SockProcess(["listen", "0", "--timeout", "10s"])
+        let listener = try ChildProcess(["listen", "0", "--timeout", "10s"])
         let line = try listener.waitForLine(startingWith: "listening on ")
         let address = String(line.dropFirst("listening on ".count))
         listener.send("from the server\n")
-        let client = try SockProcess(["connect", address, "--timeout", "10s"])
+        let client = try ChildProcess(["connect", address, "--timeout", "10s"])
         client.send("from the client\n")
         let (clientStatus, clientOut, clientErr) = try client.finish()
         let (listenStatus, listenOut, listenErr) = try listener.finish()
@@ -120,7 +120,7 @@ struct CLITests {
 
     @Test("listen --keep-open serves several clients and drops one that idles past --timeout")
     func keepOpen() throws {
-        let listener = try SockProcess(["listen", "0", "--keep-open", "--timeout", "300ms"])
+        let listener = try ChildProcess(["listen", "0", "--keep-open", "--timeout", "300ms"])
         defer { listener.kill() }
         let line = try listener.waitForLine(startingWith: "listening on ")
         let address = try SocketAddress(String(line.dropFirst("listening on ".count)))

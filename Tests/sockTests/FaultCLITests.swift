@@ -6,7 +6,7 @@ import Testing
 struct FaultCLITests {
     @Test("at the descriptor limit, listen --keep-open says so, backs off without spinning, and accepts again when descriptors free up")
     func descriptorExhaustion() throws {
-        let listener = try SockProcess(["listen", "0", "--keep-open"], openFileLimit: 32)
+        let listener = try ChildProcess(["listen", "0", "--keep-open"], openFileLimit: 32)
         defer { listener.kill() }
         let line = try listener.waitForLine(startingWith: "listening on ")
         let address = try SocketAddress(String(line.dropFirst("listening on ".count)))
@@ -53,7 +53,7 @@ struct FaultCLITests {
             limit.rlim_cur = min(4096, limit.rlim_max)
             setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         }
-        let listener = try SockProcess(["listen", "0", "--keep-open", "--timeout", "1"])
+        let listener = try ChildProcess(["listen", "0", "--keep-open", "--timeout", "1"])
         defer { listener.kill() }
         let line = try listener.waitForLine(startingWith: "listening on ")
         let address = try SocketAddress(String(line.dropFirst("listening on ".count)))
@@ -121,13 +121,13 @@ struct FaultCLITests {
         defer { hole.remove() }
         // Control: with nothing dropped, the far end has no listener and refuses at once.
         let start = ContinuousClock.now
-        let refused = try SockProcess(["connect", "\(hole.farAddress):9", "--timeout", "3"], prefix: hole.inNearEnd).finish()
+        let refused = try ChildProcess(["connect", "\(hole.farAddress):9", "--timeout", "3"], prefix: hole.inNearEnd).finish()
         #expect(refused.status == 1 && refused.err.contains("ECONNREFUSED"), "\(refused)")
         #expect(ContinuousClock.now - start < .seconds(1))
 
         try hole.dropSYNs()
         let timedStart = ContinuousClock.now
-        let timedOut = try SockProcess(["connect", "\(hole.farAddress):9", "--timeout", "1"], prefix: hole.inNearEnd).finish()
+        let timedOut = try ChildProcess(["connect", "\(hole.farAddress):9", "--timeout", "1"], prefix: hole.inNearEnd).finish()
         let elapsed = ContinuousClock.now - timedStart
         #expect(timedOut.status == 124, "\(timedOut)")
         #expect(timedOut.err.contains("timed out after 1s"), "\(timedOut.err)")
@@ -207,25 +207,10 @@ struct BlackHole {
     /// Runs a command to completion (at most 10 s, then SIGKILL); throws if it fails.
     @discardableResult
     static func run(_ command: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: command[0])
-        process.arguments = Array(command.dropFirst())
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let end = ContinuousClock.now + .seconds(10)
-        while process.isRunning && ContinuousClock.now < end { usleep(5_000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            throw CLIFailure("\(command.joined(separator: " ")) still running after 10 s; killed")
-        }
-        process.waitUntilExit()  // it has exited: this only lets Foundation finish with it
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        guard process.terminationStatus == 0 else {
-            throw CLIFailure("\(command.joined(separator: " ")) failed (\(process.terminationStatus)): \(text)")
-        }
-        return text
+        let child = try ChildProcess(command: command)
+        try? child.stdin.fileHandleForWriting.close()
+        let (status, out, err) = try child.finish(within: .seconds(10))
+        guard status == 0 else { throw CLIFailure("\(child.commandLine) failed (\(status)): \(out)\(err)") }
+        return out
     }
 }

@@ -42,10 +42,7 @@ private func measure(
     storm: Bool, _ operation: @escaping @Sendable () throws -> Void
 ) throws -> (kind: SocketError.Kind?, elapsed: Duration, alarms: Int) {
     let run = Background { () -> (SocketError.Kind?, Duration, Int) in
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, SIGALRM)
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        setSignal(SIGALRM, SIG_UNBLOCK)
         let before = alarmsTaken.load(ordering: .relaxed)
         stormTarget.store(UInt(pthread_self()), ordering: .relaxed)
         if storm { setAlarmInterval(microseconds: 1000) }
@@ -55,7 +52,7 @@ private func measure(
         let elapsed = ContinuousClock.now - start
         setAlarmInterval(microseconds: 0)
         stormTarget.store(0, ordering: .relaxed)
-        pthread_sigmask(SIG_BLOCK, &set, nil)
+        setSignal(SIGALRM, SIG_BLOCK)
         return (kind, elapsed, alarmsTaken.load(ordering: .relaxed) - before)
     }
     let (kind, elapsed, alarms) = try run.value(within: .seconds(20))
@@ -134,10 +131,7 @@ struct SignalStormTests {
         defer { sigaction(SIGPIPE, &previous, nil) }
 
         let outcome = Background { () -> [SocketError.Kind?] in
-            var set = sigset_t()
-            sigemptyset(&set)
-            sigaddset(&set, SIGPIPE)
-            pthread_sigmask(SIG_UNBLOCK, &set, nil)
+            setSignal(SIGPIPE, SIG_UNBLOCK)
             var kinds: [SocketError.Kind?] = []
             func attempt(_ body: () throws -> Void) {
                 do { try body(); kinds.append(nil) } catch let error as SocketError { kinds.append(error.kind) } catch {}

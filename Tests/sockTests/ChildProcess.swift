@@ -5,9 +5,10 @@ import Synchronization
 let sockPath = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
     .deletingLastPathComponent().appendingPathComponent("sock").path
 
-/// A running `sock`, ended by its PID if it outlives its time limit. Its stdout and stderr
-/// are read as they come (so a chatty `sock` never blocks on a full pipe).
-final class SockProcess {
+/// A running child process — `sock`, or a tool a test needs — ended by its PID if it
+/// outlives its time limit. Its stdout and stderr are read as they come (so a chatty child
+/// never blocks on a full pipe).
+final class ChildProcess {
     let process = Process()
     let stdin = Pipe()
     private let stdout = Pipe()
@@ -15,14 +16,8 @@ final class SockProcess {
     private let output = Captured()
     private let drained = DispatchGroup()
 
-    /// Starts `sock arguments`. `openFileLimit` lowers RLIMIT_NOFILE first (through
-    /// `sh -c 'ulimit -n N; exec sock ...'`, so the PID is sock's); `prefix` runs it under
-    /// another command (`ip netns exec NS`).
-    init(_ arguments: [String], openFileLimit: Int? = nil, prefix: [String] = []) throws {
-        var command = prefix + [sockPath] + arguments
-        if let openFileLimit {
-            command = ["/bin/sh", "-c", "ulimit -n \(openFileLimit) && exec \"$@\"", "sh"] + command
-        }
+    /// Starts `command` (an executable's path, then its arguments).
+    init(command: [String]) throws {
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
         process.standardInput = stdin
@@ -33,7 +28,18 @@ final class SockProcess {
         drain(stderr) { $0.err += $1 }
     }
 
-    /// What sock has written so far, filled by the reading threads.
+    /// Starts `sock arguments`. `openFileLimit` lowers RLIMIT_NOFILE first (through
+    /// `sh -c 'ulimit -n N; exec sock ...'`, so the PID is sock's); `prefix` runs it under
+    /// another command (`ip netns exec NS`).
+    convenience init(_ arguments: [String], openFileLimit: Int? = nil, prefix: [String] = []) throws {
+        var command = prefix + [sockPath] + arguments
+        if let openFileLimit {
+            command = ["/bin/sh", "-c", "ulimit -n \(openFileLimit) && exec \"$@\"", "sh"] + command
+        }
+        try self.init(command: command)
+    }
+
+    /// What the child has written so far, filled by the reading threads.
     private final class Captured: Sendable {
         let bytes = Mutex<(out: [UInt8], err: [UInt8])>(([], []))
     }
@@ -63,12 +69,15 @@ final class SockProcess {
         while process.isRunning && ContinuousClock.now < end { usleep(10_000) }
         if process.isRunning {
             kill()
-            throw CLIFailure("sock \(process.arguments ?? []) still running after \(limit); killed")
+            throw CLIFailure("\(commandLine) still running after \(limit); killed")
         }
         process.waitUntilExit()  // it has exited: this only lets Foundation finish with it
         _ = drained.wait(timeout: .now() + 5)
         return (process.terminationStatus, out, err)
     }
+
+    /// The command, for messages.
+    var commandLine: String { ([process.executableURL?.path ?? "?"] + (process.arguments ?? [])).joined(separator: " ") }
 
     /// Ends the process by its PID. SIGKILL: a child spawned from a test-runner thread
     /// inherits its blocked signal mask, so SIGTERM could stay pending.
@@ -99,7 +108,7 @@ final class SockProcess {
         if thenClose { try? stdin.fileHandleForWriting.close() }
     }
 
-    /// sock's resident memory (VmRSS) in KiB.
+    /// The child's resident memory (VmRSS) in KiB.
     func residentKiB() throws -> Int {
         let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
         guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
@@ -109,7 +118,7 @@ final class SockProcess {
         return kib
     }
 
-    /// CPU time sock has used (user + system), from /proc/PID/stat.
+    /// CPU time the child has used (user + system), from /proc/PID/stat.
     func cpuTime() throws -> Duration {
         let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
         // Fields after the ")" that ends the command name: state is field 3, utime 14, stime 15.
