@@ -70,14 +70,20 @@ struct WaitBudget {
         }
     }
 
-    /// How long to ask `ppoll` to sleep when `remaining` is left. Linux lets a poll sleep
-    /// up to 0.1% longer than asked (its timer slack, `select_estimate_accuracy`: 1 ms late
-    /// on a 1 s wait) and never less than 50 µs; so a long wait first sleeps a little less
-    /// than what is left (1/256 less, which that slack cannot overrun) and the loop finishes
-    /// with a short, precise sleep.
+    /// How long to ask `ppoll` to sleep when `remaining` is left.
+    ///
+    /// Linux lets a poll sleep longer than asked by its timer slack
+    /// (`select_estimate_accuracy`): 0.1% of the sleep, at most 100 ms, and never less
+    /// than the thread's timer slack, 50 µs unless someone changed it. Its timer fires
+    /// anywhere in [asked, asked + slack], and on a quiet machine at the end. So a wait asks
+    /// for what is left minus that slack: it wakes at the instant rather than up to a slack
+    /// after it, and if some other interrupt wakes it a little early, the loop (where the
+    /// clock, not the wake-up, decides) sleeps out the rest. The last 100 µs are asked for
+    /// whole.
     @inline(__always)
     static func pollSpan(_ remaining: Int64) -> Int64 {
-        remaining > 50_000_000 ? remaining - remaining / 256 : remaining
+        let slack = max(50_000, min(remaining / 1000 + 1, 100_000_000))
+        return remaining > 2 * slack ? remaining - slack : remaining
     }
 
     /// The error for a budget that has run out.
