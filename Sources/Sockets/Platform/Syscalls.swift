@@ -317,42 +317,55 @@ enum Sys {
     // MARK: data
 
     /// `send(2)` with MSG_NOSIGNAL. Returns nil when incomplete (see `mayBlock` above).
-    @inline(never)
+    /// Inlined: the success path is the whole of a round trip's user-space work.
+    @inline(__always)
     static func send(_ fd: CInt, _ buffer: UnsafeRawBufferPointer, mayBlock: Bool) throws(Errno) -> Int? {
-        let sendFlags = mayBlock ? sendFlags : sendFlags | dontWait
-        while true {
-            #if canImport(Glibc)
-            let n = Glibc.send(fd, buffer.baseAddress, buffer.count, sendFlags)
-            #elseif canImport(Musl)
-            let n = Musl.send(fd, buffer.baseAddress, buffer.count, sendFlags)
-            #else
-            let n = Darwin.send(fd, buffer.baseAddress, buffer.count, sendFlags)
-            #endif
-            if n >= 0 { return n }
-            let e = lastErrno()
-            if incomplete(e, mayBlock: mayBlock) { return nil }
-            if e == .interrupted { continue }
-            throw e
-        }
+        let flags = mayBlock ? sendFlags : sendFlags | dontWait
+        let n = rawSend(fd, buffer, flags)
+        return n >= 0 ? n : try retry(mayBlock: mayBlock) { rawSend(fd, buffer, flags) }
+    }
+
+    @inline(__always)
+    private static func rawSend(_ fd: CInt, _ buffer: UnsafeRawBufferPointer, _ flags: CInt) -> Int {
+        #if canImport(Glibc)
+        Glibc.send(fd, buffer.baseAddress, buffer.count, flags)
+        #elseif canImport(Musl)
+        Musl.send(fd, buffer.baseAddress, buffer.count, flags)
+        #else
+        Darwin.send(fd, buffer.baseAddress, buffer.count, flags)
+        #endif
     }
 
     /// `recv(2)`. Returns nil when incomplete (see `mayBlock` above); 0 is end of stream.
-    @inline(never)
+    /// Inlined, as `send`.
+    @inline(__always)
     static func recv(_ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer, mayBlock: Bool) throws(Errno) -> Int? {
         let flags = mayBlock ? 0 : dontWait
+        let n = rawRecv(fd, buffer, flags)
+        return n >= 0 ? n : try retry(mayBlock: mayBlock) { rawRecv(fd, buffer, flags) }
+    }
+
+    @inline(__always)
+    private static func rawRecv(_ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer, _ flags: CInt) -> Int {
+        #if canImport(Glibc)
+        Glibc.recv(fd, buffer.baseAddress, buffer.count, flags)
+        #elseif canImport(Musl)
+        Musl.recv(fd, buffer.baseAddress, buffer.count, flags)
+        #else
+        Darwin.recv(fd, buffer.baseAddress, buffer.count, flags)
+        #endif
+    }
+
+    /// The rest of `send` or `recv` after `call` failed once: reads errno (first, before
+    /// anything can change it); nil when incomplete, `call` again after EINTR, else throws.
+    @inline(never)
+    private static func retry(mayBlock: Bool, _ call: () -> Int) throws(Errno) -> Int? {
         while true {
-            #if canImport(Glibc)
-            let n = Glibc.recv(fd, buffer.baseAddress, buffer.count, flags)
-            #elseif canImport(Musl)
-            let n = Musl.recv(fd, buffer.baseAddress, buffer.count, flags)
-            #else
-            let n = Darwin.recv(fd, buffer.baseAddress, buffer.count, flags)
-            #endif
-            if n >= 0 { return n }
             let e = lastErrno()
             if incomplete(e, mayBlock: mayBlock) { return nil }
-            if e == .interrupted { continue }
-            throw e
+            guard e == .interrupted else { throw e }
+            let n = call()
+            if n >= 0 { return n }
         }
     }
 
