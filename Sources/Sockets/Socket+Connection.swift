@@ -9,7 +9,7 @@ extension Socket {
     ///   of another family, or the socket is already bound), `.closed`.
     public func bind(to address: SocketAddress) throws(SocketError) {
         try checkFamily(address, .bind)
-        try withDescriptor(.bind, address: address) { fd, _ throws(SocketError) in
+        try withDescriptor(.bind, address: address) { fd throws(SocketError) in
             do throws(Errno) {
                 try Sys.bind(fd, address)
             } catch {
@@ -30,7 +30,7 @@ extension Socket {
         guard backlog >= 0, backlog <= Int(CInt.max) else {
             throw SocketError(.invalidArgument, .listen, detail: "backlog must be from 0 to \(CInt.max), got \(backlog)")
         }
-        try withDescriptor(.listen, address: nil) { fd, _ throws(SocketError) in
+        try withDescriptor(.listen, address: nil) { fd throws(SocketError) in
             do throws(Errno) {
                 try Sys.listen(fd, backlog: CInt(backlog))
             } catch {
@@ -63,8 +63,21 @@ extension Socket {
     /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock` (non-blocking listener),
     ///   `.tooManyOpenFiles` (the connection stays queued: back off before retrying),
     ///   `.closed`, `.invalidArgument` if the socket is not listening.
-    public func accept(deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> (Socket, SocketAddress) {
-        try withCall(.accept, address: nil, deadline: deadline, .receive, needsNonblocking: true) { call throws(SocketError) in
+    public func accept(deadline: ContinuousClock.Instant?) throws(SocketError) -> (Socket, SocketAddress) {
+        try accept(deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
+    }
+
+    /// Accepts a connection with no deadline: the same as ``accept(deadline:)`` with
+    /// `deadline: nil`, waiting at most the socket's ``timeout``. This form never touches a
+    /// `ContinuousClock.Instant`, which is resilient and costs value-witness calls to pass
+    /// around even as `nil`.
+    public func accept() throws(SocketError) -> (Socket, SocketAddress) {
+        try accept(deadlineLeft: nil)
+    }
+
+    /// The body of both forms: the deadline in nanoseconds left (nil: none).
+    func accept(deadlineLeft: Int64?) throws(SocketError) -> (Socket, SocketAddress) {
+        try withCall(.accept, address: nil, deadlineLeft: deadlineLeft, .receive, needsNonblocking: true) { call throws(SocketError) in
             let fd = call.fd
             do throws(SocketError) {
                 let (newFD, peer) = try perform(&call, events: Sys.pollIn) { mayBlock throws(Errno) -> (CInt, SocketAddress)? in
@@ -77,7 +90,9 @@ extension Socket {
                         }
                     }
                 }
-                return (Socket(fd: newFD, family: family, type: type, timeout: Socket.defaultTimeout, peer: peer), peer)
+                let inherits = usage.load(ordering: .relaxed) & Usage.timersSet != 0
+                let mode = DescriptorMode.accepted(inherits: inherits)
+                return (Socket(fd: newFD, family: family, type: type, timeout: Socket.defaultTimeout, mode: mode, peer: peer), peer)
             } catch {
                 // Errors name the listening address; successes never pay for getsockname.
                 throw error.at(try? Sys.localAddress(fd))
@@ -101,9 +116,22 @@ extension Socket {
     ///
     /// - Throws: ``SocketError`` — `.timedOut`, `.connectionRefused`, `.unreachable`,
     ///   `.wouldBlock`, `.closed`, `.invalidArgument` (an address of another family).
-    public func connect(to address: SocketAddress, deadline: ContinuousClock.Instant? = nil) throws(SocketError) {
+    public func connect(to address: SocketAddress, deadline: ContinuousClock.Instant?) throws(SocketError) {
+        try connect(to: address, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
+    }
+
+    /// Connects to `address` with no deadline: the same as ``connect(to:deadline:)`` with
+    /// `deadline: nil`, waiting at most the socket's ``timeout``. This form never touches a
+    /// `ContinuousClock.Instant`, which is resilient and costs value-witness calls to pass
+    /// around even as `nil`.
+    public func connect(to address: SocketAddress) throws(SocketError) {
+        try connect(to: address, deadlineLeft: nil)
+    }
+
+    /// The body of both forms: the deadline in nanoseconds left (nil: none).
+    func connect(to address: SocketAddress, deadlineLeft: Int64?) throws(SocketError) {
         try checkFamily(address, .connect)
-        try withCall(.connect, address: address, deadline: deadline, .send, needsNonblocking: true) { call throws(SocketError) in
+        try withCall(.connect, address: address, deadlineLeft: deadlineLeft, .send, needsNonblocking: true) { call throws(SocketError) in
             let fd = call.fd
             let budget = call.budget
             while true {
@@ -167,7 +195,7 @@ extension Socket {
     ///
     /// - Throws: ``SocketError`` — `.notConnected`, `.closed`.
     public func shutdown(_ direction: ShutdownDirection) throws(SocketError) {
-        try withDescriptor(.shutdown, address: nil) { fd, _ throws(SocketError) in
+        try withDescriptor(.shutdown, address: nil) { fd throws(SocketError) in
             do throws(Errno) {
                 switch direction {
                 case .read: try Sys.shutdown(fd, how: Sys.shutRead)
@@ -186,7 +214,7 @@ extension Socket {
     /// - Throws: ``SocketError`` — `.closed`.
     public var localAddress: SocketAddress {
         get throws(SocketError) {
-            try withDescriptor(.address, address: nil) { fd, _ throws(SocketError) in
+            try withDescriptor(.address, address: nil) { fd throws(SocketError) in
                 do throws(Errno) { return try Sys.localAddress(fd) } catch { throw failure(.address, error, address: nil) }
             }
         }
@@ -197,7 +225,7 @@ extension Socket {
     /// - Throws: ``SocketError`` — `.notConnected`, `.closed`.
     public var peerAddress: SocketAddress {
         get throws(SocketError) {
-            try withDescriptor(.address, address: nil) { fd, _ throws(SocketError) in
+            try withDescriptor(.address, address: nil) { fd throws(SocketError) in
                 do throws(Errno) { return try Sys.peerAddress(fd) } catch { throw failure(.address, error, address: nil) }
             }
         }

@@ -12,10 +12,23 @@ extension Socket {
     /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.brokenPipe` (the peer is
     ///   gone or this side shut down writing; no SIGPIPE is raised), `.connectionReset`,
     ///   `.notConnected`, `.closed`.
-    public func send(_ buffer: UnsafeRawBufferPointer, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> Int {
+    public func send(_ buffer: UnsafeRawBufferPointer, deadline: ContinuousClock.Instant?) throws(SocketError) -> Int {
+        try send(buffer, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
+    }
+
+    /// Sends some of `buffer` with no deadline: the same as
+    /// ``send(_:deadline:)-(UnsafeRawBufferPointer,_)`` with `deadline: nil`, waiting at
+    /// most the socket's ``timeout``. This form never touches a `ContinuousClock.Instant`,
+    /// which is resilient and costs value-witness calls to pass around even as `nil`.
+    public func send(_ buffer: UnsafeRawBufferPointer) throws(SocketError) -> Int {
+        try send(buffer, deadlineLeft: nil)
+    }
+
+    /// The body of both forms: the deadline in nanoseconds left (nil: none).
+    func send(_ buffer: UnsafeRawBufferPointer, deadlineLeft: Int64?) throws(SocketError) -> Int {
         // Never sleeps in the kernel (no direction): a blocking send would wait until it had
         // sent everything, and `send` returns as soon as it has sent something.
-        try withCall(.send, address: nil, deadline: deadline, nil) { call throws(SocketError) in
+        try withCall(.send, address: nil, deadlineLeft: deadlineLeft, nil) { call throws(SocketError) in
             let fd = call.fd
             do throws(SocketError) {
                 if buffer.isEmpty && type == .stream { return 0 }
@@ -28,39 +41,79 @@ extension Socket {
 
     /// Sends some of `bytes`; see ``send(_:deadline:)-(UnsafeRawBufferPointer,_)``.
     public func send(_ bytes: some Collection<UInt8>, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> Int {
-        try withContiguousBytes(bytes) { buffer throws(SocketError) in try send(buffer, deadline: deadline) }
+        let left = WaitBudget.nanosecondsLeft(until: deadline)
+        return try withContiguousBytes(bytes) { buffer throws(SocketError) in try send(buffer, deadlineLeft: left) }
     }
 
     /// Sends all of `buffer`, looping over partial sends (`send(2)` with `MSG_NOSIGNAL`).
     ///
     /// The whole transfer has **one** time limit, fixed when the call starts: the socket's
     /// ``timeout`` or `deadline`, whichever is earlier (as CPython's `sendall` since 3.5),
-    /// not a fresh timeout per chunk.
+    /// not a fresh timeout per chunk. With no `deadline`, the call first offers the buffer
+    /// to one non-blocking send, which needs no time limit since it cannot wait; the
+    /// socket's timeout then starts if the rest must wait (later than the call by that one
+    /// send, never earlier).
     ///
     /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.brokenPipe`,
     ///   `.connectionReset`, `.closed`; each with ``SocketError/bytesTransferred`` set to
     ///   how much was sent before the failure.
-    public func sendAll(_ buffer: UnsafeRawBufferPointer, deadline: ContinuousClock.Instant? = nil) throws(SocketError) {
-        try withCall(.sendAll, address: nil, deadline: deadline, .send) { call throws(SocketError) in
-            let fd = call.fd
-            var sent = 0
-            do throws(SocketError) {
-                while sent < buffer.count {
-                    let rest = UnsafeRawBufferPointer(rebasing: buffer[sent...])
-                    sent += try perform(&call, events: Sys.pollOut) { mayBlock throws(Errno) in
-                        try Sys.send(fd, rest, mayBlock: mayBlock)
-                    }
+    public func sendAll(_ buffer: UnsafeRawBufferPointer, deadline: ContinuousClock.Instant?) throws(SocketError) {
+        try sendAll(buffer, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
+    }
+
+    /// Sends all of `buffer` with no deadline: the same as
+    /// ``sendAll(_:deadline:)-(UnsafeRawBufferPointer,_)`` with `deadline: nil`, waiting at
+    /// most the socket's ``timeout``. This form never touches a `ContinuousClock.Instant`,
+    /// which is resilient and costs value-witness calls to pass around even as `nil`.
+    public func sendAll(_ buffer: UnsafeRawBufferPointer) throws(SocketError) {
+        try sendAll(buffer, deadlineLeft: nil)
+    }
+
+    /// The body of both forms: the deadline in nanoseconds left (nil: none).
+    func sendAll(_ buffer: UnsafeRawBufferPointer, deadlineLeft: Int64?) throws(SocketError) {
+        var sent = 0
+        if deadlineLeft == nil && !buffer.isEmpty {
+            // A send that finds room in the socket's buffer never waits, so it is tried
+            // before anything only a wait needs — the clock, a kernel timer. If it cannot
+            // send everything, the time limit starts now: later than the call by one
+            // non-blocking send, never earlier.
+            sent = try sendWithoutWaiting(buffer)
+            if sent == buffer.count { return }
+        }
+        // The hot path, written out (not through `withCall`'s closure, which the optimizer
+        // leaves as a call).
+        var call = try beginCall(.sendAll, address: nil, deadlineLeft: deadlineLeft, .send)
+        defer { endCall(call) }
+        let fd = call.fd
+        do throws(SocketError) {
+            while sent < buffer.count {
+                let rest = UnsafeRawBufferPointer(rebasing: buffer[sent...])
+                sent += try perform(&call, events: Sys.pollOut) { mayBlock throws(Errno) in
+                    try Sys.send(fd, rest, mayBlock: mayBlock)
                 }
-            } catch {
-                throw error.at(peerAddressForMessages(fd)).transferred(sent)
             }
+        } catch {
+            throw error.at(peerAddressForMessages(fd)).transferred(sent)
+        }
+    }
+
+    /// One non-blocking `send(2)` of `buffer` (`MSG_DONTWAIT`): how much the kernel took.
+    @inline(__always)
+    func sendWithoutWaiting(_ buffer: UnsafeRawBufferPointer) throws(SocketError) -> Int {
+        try register(.sendAll, address: nil, Usage.user)
+        defer { release(Usage.user) }
+        do throws(Errno) {
+            return try Sys.send(fd, buffer, mayBlock: false) ?? 0
+        } catch {
+            throw failure(.sendAll, error, address: nil).at(peerAddressForMessages(fd)).transferred(0)
         }
     }
 
     /// Sends all of `bytes` (an array, `"text".utf8`, ...); see
     /// ``sendAll(_:deadline:)-(UnsafeRawBufferPointer,_)``.
     public func sendAll(_ bytes: some Collection<UInt8>, deadline: ContinuousClock.Instant? = nil) throws(SocketError) {
-        try withContiguousBytes(bytes) { buffer throws(SocketError) in try sendAll(buffer, deadline: deadline) }
+        let left = WaitBudget.nanosecondsLeft(until: deadline)
+        try withContiguousBytes(bytes) { buffer throws(SocketError) in try sendAll(buffer, deadlineLeft: left) }
     }
 
     // MARK: receiving
@@ -74,20 +127,34 @@ extension Socket {
     ///
     /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.connectionReset`,
     ///   `.closed` (also when another thread closes the socket during the wait).
-    public func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> Int {
-        try withCall(.receive, address: nil, deadline: deadline, .receive) { call throws(SocketError) in
-            let fd = call.fd
-            do throws(SocketError) {
-                if buffer.isEmpty && type == .stream { return 0 }
-                let n = try perform(&call, events: Sys.pollIn) { mayBlock throws(Errno) in
-                    try Sys.recv(fd, buffer, mayBlock: mayBlock)
-                }
-                // A wait woken by close() sees the shutdown as end of stream: report the close.
-                if n == 0 && isClosed { throw SocketError(.closed, .receive) }
-                return n
-            } catch {
-                throw error.at(peerAddressForMessages(fd))
+    public func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant?) throws(SocketError) -> Int {
+        try receive(into: buffer, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
+    }
+
+    /// Receives into `buffer` with no deadline: the same as ``receive(into:deadline:)``
+    /// with `deadline: nil`, waiting at most the socket's ``timeout``. This form never
+    /// touches a `ContinuousClock.Instant`, which is resilient and costs value-witness
+    /// calls to pass around even as `nil`.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> Int {
+        try receive(into: buffer, deadlineLeft: nil)
+    }
+
+    /// The body of both forms: the deadline in nanoseconds left (nil: none).
+    func receive(into buffer: UnsafeMutableRawBufferPointer, deadlineLeft: Int64?) throws(SocketError) -> Int {
+        // The hot path, written out as `sendAll`'s.
+        var call = try beginCall(.receive, address: nil, deadlineLeft: deadlineLeft, .receive)
+        defer { endCall(call) }
+        let fd = call.fd
+        do throws(SocketError) {
+            if buffer.isEmpty && type == .stream { return 0 }
+            let n = try perform(&call, events: Sys.pollIn) { mayBlock throws(Errno) in
+                try Sys.recv(fd, buffer, mayBlock: mayBlock)
             }
+            // A wait woken by close() sees the shutdown as end of stream: report the close.
+            if n == 0 && isClosed { throw SocketError(.closed, .receive) }
+            return n
+        } catch {
+            throw error.at(peerAddressForMessages(fd))
         }
     }
 
@@ -99,10 +166,11 @@ extension Socket {
         guard maxCount >= 0 else {
             throw SocketError(.invalidArgument, .receive, detail: "maxCount must not be negative, got \(maxCount)")
         }
+        let left = WaitBudget.nanosecondsLeft(until: deadline)
         var failure: SocketError?
         let bytes = [UInt8](unsafeUninitializedCapacity: maxCount) { storage, count in
             do throws(SocketError) {
-                count = try receive(into: UnsafeMutableRawBufferPointer(storage), deadline: deadline)
+                count = try receive(into: UnsafeMutableRawBufferPointer(storage), deadlineLeft: left)
             } catch {
                 failure = error
                 count = 0
@@ -123,11 +191,12 @@ extension Socket {
         guard count >= 0 else {
             throw SocketError(.invalidArgument, .receive, detail: "count must not be negative, got \(count)")
         }
+        let left = WaitBudget.nanosecondsLeft(until: deadline)
         var failure: SocketError?
         let bytes = [UInt8](unsafeUninitializedCapacity: count) { storage, filled in
             filled = 0
             do throws(SocketError) {
-                try withCall(.receive, address: nil, deadline: deadline, .receive) { call throws(SocketError) in
+                try withCall(.receive, address: nil, deadlineLeft: left, .receive) { call throws(SocketError) in
                     let fd = call.fd
                     while filled < count {
                         let rest = UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(storage)[filled...])
@@ -157,9 +226,23 @@ extension Socket {
     /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.invalidArgument` (an
     ///   address of another family, or a datagram larger than the protocol allows),
     ///   `.connectionRefused` (a previous datagram was refused by ICMP), `.closed`.
-    public func send(_ buffer: UnsafeRawBufferPointer, to address: SocketAddress, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> Int {
+    public func send(_ buffer: UnsafeRawBufferPointer, to address: SocketAddress, deadline: ContinuousClock.Instant?) throws(SocketError) -> Int {
+        try send(buffer, to: address, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
+    }
+
+    /// Sends one datagram to `address` with no deadline: the same as
+    /// ``send(_:to:deadline:)-(UnsafeRawBufferPointer,_,_)`` with `deadline: nil`, waiting
+    /// at most the socket's ``timeout``. This form never touches a
+    /// `ContinuousClock.Instant`, which is resilient and costs value-witness calls to pass
+    /// around even as `nil`.
+    public func send(_ buffer: UnsafeRawBufferPointer, to address: SocketAddress) throws(SocketError) -> Int {
+        try send(buffer, to: address, deadlineLeft: nil)
+    }
+
+    /// The body of both forms: the deadline in nanoseconds left (nil: none).
+    func send(_ buffer: UnsafeRawBufferPointer, to address: SocketAddress, deadlineLeft: Int64?) throws(SocketError) -> Int {
         try checkFamily(address, .sendTo)
-        return try withCall(.sendTo, address: address, deadline: deadline, .send) { call throws(SocketError) in
+        return try withCall(.sendTo, address: address, deadlineLeft: deadlineLeft, .send) { call throws(SocketError) in
             let fd = call.fd
             return try perform(&call, events: Sys.pollOut) { mayBlock throws(Errno) in
                 try Sys.sendTo(fd, buffer, address, mayBlock: mayBlock)
@@ -169,7 +252,8 @@ extension Socket {
 
     /// Sends one datagram of `bytes` to `address`; see ``send(_:to:deadline:)-(UnsafeRawBufferPointer,_,_)``.
     public func send(_ bytes: some Collection<UInt8>, to address: SocketAddress, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> Int {
-        try withContiguousBytes(bytes) { buffer throws(SocketError) in try send(buffer, to: address, deadline: deadline) }
+        let left = WaitBudget.nanosecondsLeft(until: deadline)
+        return try withContiguousBytes(bytes) { buffer throws(SocketError) in try send(buffer, to: address, deadlineLeft: left) }
     }
 
     /// Receives one datagram into `buffer` (`recvfrom(2)`); returns its length (cut to
@@ -177,8 +261,21 @@ extension Socket {
     /// ``timeout``, and not past `deadline`.
     ///
     /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.closed`.
-    public func receive(from buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> (count: Int, sender: SocketAddress) {
-        try withCall(.receiveFrom, address: nil, deadline: deadline, .receive) { call throws(SocketError) in
+    public func receive(from buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant?) throws(SocketError) -> (count: Int, sender: SocketAddress) {
+        try receive(from: buffer, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
+    }
+
+    /// Receives one datagram into `buffer` with no deadline: the same as
+    /// ``receive(from:deadline:)`` with `deadline: nil`, waiting at most the socket's
+    /// ``timeout``. This form never touches a `ContinuousClock.Instant`, which is resilient
+    /// and costs value-witness calls to pass around even as `nil`.
+    public func receive(from buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> (count: Int, sender: SocketAddress) {
+        try receive(from: buffer, deadlineLeft: nil)
+    }
+
+    /// The body of both forms: the deadline in nanoseconds left (nil: none).
+    func receive(from buffer: UnsafeMutableRawBufferPointer, deadlineLeft: Int64?) throws(SocketError) -> (count: Int, sender: SocketAddress) {
+        try withCall(.receiveFrom, address: nil, deadlineLeft: deadlineLeft, .receive) { call throws(SocketError) in
             let fd = call.fd
             let result = try perform(&call, events: Sys.pollIn) { mayBlock throws(Errno) in
                 try Sys.recvFrom(fd, buffer, mayBlock: mayBlock)
@@ -194,10 +291,11 @@ extension Socket {
         guard maxCount >= 0 else {
             throw SocketError(.invalidArgument, .receiveFrom, detail: "maxCount must not be negative, got \(maxCount)")
         }
+        let left = WaitBudget.nanosecondsLeft(until: deadline)
         var result: Result<SocketAddress, SocketError> = .failure(SocketError(.closed, .receiveFrom))
         let bytes = [UInt8](unsafeUninitializedCapacity: maxCount) { storage, count in
             do throws(SocketError) {
-                let (n, sender) = try receive(from: UnsafeMutableRawBufferPointer(storage), deadline: deadline)
+                let (n, sender) = try receive(from: UnsafeMutableRawBufferPointer(storage), deadlineLeft: left)
                 count = n
                 result = .success(sender)
             } catch {
@@ -214,7 +312,7 @@ extension Socket {
     /// successful call never pays for this system call). After a reset the kernel no longer
     /// knows it; then the address the socket was connected to or accepted from.
     func peerAddressForMessages(_ fd: CInt) -> SocketAddress? {
-        (try? Sys.peerAddress(fd)) ?? state.withLock { $0.peer }
+        state.withLock { $0.peer } ?? (try? Sys.peerAddress(fd))
     }
 }
 

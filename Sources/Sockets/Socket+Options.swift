@@ -99,7 +99,7 @@ extension Socket {
         if let problem = option.validate(value) {
             throw SocketError(.invalidArgument, .setOption, detail: problem)
         }
-        try withDescriptor(.setOption, address: nil) { fd, _ throws(SocketError) in
+        try withDescriptor(.setOption, address: nil) { fd throws(SocketError) in
             do throws(Errno) { try option.set(fd, value) } catch { throw failure(.setOption, error, address: nil).with(detail: option.name) }
         }
     }
@@ -109,7 +109,7 @@ extension Socket {
     /// - Throws: ``SocketError`` — `.invalidArgument` for an option this socket does not
     ///   support, `.closed`.
     public func option<Value>(_ option: SocketOption<Value>) throws(SocketError) -> Value {
-        try withDescriptor(.getOption, address: nil) { fd, _ throws(SocketError) in
+        try withDescriptor(.getOption, address: nil) { fd throws(SocketError) in
             do throws(Errno) { return try option.get(fd) } catch { throw failure(.getOption, error, address: nil).with(detail: option.name) }
         }
     }
@@ -129,7 +129,7 @@ extension Socket {
     ///   manages for ``Socket/timeout``; the system's error otherwise.
     public func setRawOption(level: CInt, name: CInt, value: CInt) throws(SocketError) {
         try refuseManagedOption(level: level, name: name)
-        try withDescriptor(.setOption, address: nil) { fd, _ throws(SocketError) in
+        try withDescriptor(.setOption, address: nil) { fd throws(SocketError) in
             do throws(Errno) { try Sys.setIntOption(fd, level: level, name: name, value) } catch {
                 throw failure(.setOption, error, address: nil).with(detail: "level \(level), option \(name)")
             }
@@ -142,7 +142,7 @@ extension Socket {
     ///   manages for ``Socket/timeout``; the system's error otherwise.
     public func setRawOption(level: CInt, name: CInt, bytes: [UInt8]) throws(SocketError) {
         try refuseManagedOption(level: level, name: name)
-        try withDescriptor(.setOption, address: nil) { fd, _ throws(SocketError) in
+        try withDescriptor(.setOption, address: nil) { fd throws(SocketError) in
             do throws(Errno) {
                 try Sys.withBytes(bytes) { (b) throws(Errno) in try Sys.setOption(fd, level: level, name: name, b) }
             } catch {
@@ -153,7 +153,7 @@ extension Socket {
 
     /// Reads an integer option by its C level and name.
     public func rawOption(level: CInt, name: CInt) throws(SocketError) -> CInt {
-        try withDescriptor(.getOption, address: nil) { fd, _ throws(SocketError) in
+        try withDescriptor(.getOption, address: nil) { fd throws(SocketError) in
             do throws(Errno) { return try Sys.intOption(fd, level: level, name: name) } catch {
                 throw failure(.getOption, error, address: nil).with(detail: "level \(level), option \(name)")
             }
@@ -165,7 +165,7 @@ extension Socket {
         guard capacity >= 0 else {
             throw SocketError(.invalidArgument, .getOption, detail: "capacity must not be negative, got \(capacity)")
         }
-        return try withDescriptor(.getOption, address: nil) { fd, _ throws(SocketError) in
+        return try withDescriptor(.getOption, address: nil) { fd throws(SocketError) in
             var bytes = [UInt8](repeating: 0, count: capacity)
             do throws(Errno) {
                 let n = try Sys.withMutableBytes(&bytes) { (b) throws(Errno) in try Sys.getOption(fd, level: level, name: name, b) }
@@ -180,7 +180,7 @@ extension Socket {
     /// ``connect(to:deadline:)`` reports `.wouldBlock` and the socket becomes writable,
     /// nil means connected and an errno says why it failed.
     public func pendingError() throws(SocketError) -> Errno? {
-        try withDescriptor(.getOption, address: nil) { fd, _ throws(SocketError) in
+        try withDescriptor(.getOption, address: nil) { fd throws(SocketError) in
             do throws(Errno) { return try Sys.pendingError(fd) } catch { throw failure(.getOption, error, address: nil) }
         }
     }

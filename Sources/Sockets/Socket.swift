@@ -1,3 +1,4 @@
+import Synchronization
 import SystemPackage
 
 /// Stream (TCP, or Unix stream) or datagram (UDP, or Unix datagram).
@@ -45,41 +46,42 @@ public enum SocketType: Hashable, Sendable, CustomStringConvertible {
 ///
 /// Underneath, the descriptor is close-on-exec. On Linux it is blocking, and a call with a
 /// timeout of 50 ms or more (or none) sleeps in the kernel bounded by `SO_RCVTIMEO` /
-/// `SO_SNDTIMEO`, set once to a little less than the timeout, then finishes the wait with
-/// `ppoll(2)` for the time left: one system call per operation, as plain blocking C, and
-/// the precision of `ppoll`. Per-call deadlines, short timeouts and retries try the call
-/// without waiting (`MSG_DONTWAIT`, or `O_NONBLOCK` for accept and connect) and wait in
-/// `ppoll`. On Darwin the descriptor is non-blocking and every wait is `poll(2)`, rounded up
-/// to whole milliseconds. No call ever raises SIGPIPE (`MSG_NOSIGNAL` on Linux,
-/// `SO_NOSIGPIPE` on Darwin); the library never installs a signal handler.
+/// `SO_SNDTIMEO`, set — the first time a call must wait — to a little less than the
+/// timeout, then finishes the wait with `ppoll(2)` for the time left: one system call per
+/// operation, as plain blocking C, and the precision of `ppoll`. Per-call deadlines, short
+/// timeouts and retries try the call without waiting (`MSG_DONTWAIT`, or `O_NONBLOCK` for
+/// accept and connect) and wait in `ppoll`. Calls with no deadline start and end without
+/// a lock once the timer is set (two atomic operations). On Darwin the descriptor is
+/// non-blocking and every wait is `poll(2)`, rounded up to whole milliseconds. No call ever
+/// raises SIGPIPE (`MSG_NOSIGNAL` on Linux, `SO_NOSIGPIPE` on Darwin); the library never
+/// installs a signal handler.
 public final class Socket: Sendable, CustomStringConvertible {
     /// The address family chosen at creation.
     public let family: SocketAddress.Family
     /// Stream or datagram, chosen at creation.
     public let type: SocketType
 
+    /// The descriptor. It never changes; it is closed once (``close()`` with no call in
+    /// flight, the last call to end after ``close()``, or `deinit`), and only a call counted
+    /// in `usage` may touch it.
+    let fd: CInt
+
+    /// Calls using `fd`, calls that may be asleep on a kernel timer, and the socket's life,
+    /// in one word (``Usage``): a call starts and ends without the lock.
+    let usage: Atomic<UInt64>
+
+    /// Whether a call may start on the kernel path without the lock, and the timeout it then
+    /// waits for (``Ticket``).
+    let ticket: Atomic<UInt64>
+
+    /// What calls plan with, under the lock: the timeout, the descriptor's mode, the peer.
     struct State {
-        /// -1 once the descriptor has been closed.
-        var fd: CInt
-        /// Calls currently using `fd`.
-        var users: Int
-        /// Set by `close()`; new calls fail, and the last user closes `fd`.
-        var closing: Bool
         var timeout: SocketTimeout
         /// The descriptor's blocking mode and kernel timers (see KernelTimers.swift).
         var mode: DescriptorMode
         /// The peer this socket was connected to or accepted from, for error messages once
         /// the kernel has forgotten it (`getpeername` fails after a reset).
         var peer: SocketAddress?
-
-        /// One user leaves; returns the descriptor to close if it was the last user of a
-        /// closed socket (the caller closes it outside the lock).
-        mutating func release() -> CInt? {
-            users -= 1
-            guard users == 0 && closing && fd >= 0 else { return nil }
-            defer { fd = -1 }
-            return fd
-        }
     }
 
     let state: Locked<State>
@@ -151,13 +153,15 @@ public final class Socket: Sendable, CustomStringConvertible {
     ) {
         self.family = family
         self.type = type
-        state = Locked(State(fd: fd, users: 0, closing: false, timeout: timeout, mode: mode, peer: peer))
+        self.fd = fd
+        usage = Atomic(mode.receiveTimer != nil || mode.sendTimer != nil ? Usage.timersSet : 0)
+        ticket = Atomic(Ticket.field(timeout) ?? 0)
+        state = Locked(State(timeout: timeout, mode: mode, peer: peer))
     }
 
     deinit {
         // Nobody can be inside a call (each holds a reference), so this is the last owner.
-        let fd = state.withLock { $0.fd }
-        if fd >= 0 { Sys.close(fd) }
+        if usage.load(ordering: .acquiring) & Usage.released == 0 { Sys.close(fd) }
     }
 
     // MARK: timeouts
@@ -167,7 +171,14 @@ public final class Socket: Sendable, CustomStringConvertible {
     /// was created.
     public var timeout: SocketTimeout {
         get { state.withLock { $0.timeout } }
-        set { state.withLock { $0.timeout = newValue } }
+        set {
+            state.withLock { s in
+                s.timeout = newValue
+                s.mode.deferred = 0
+                // No call starts on the fast path until one has planned with the new timeout.
+                ticket.store(Ticket.field(newValue) ?? 0, ordering: .sequentiallyConsistent)
+            }
+        }
     }
 
     private static let defaultStorage = Locked(SocketTimeout.never)
@@ -190,24 +201,29 @@ public final class Socket: Sendable, CustomStringConvertible {
     /// at once. Every later call fails with ``SocketError/Kind/closed``.
     /// A socket that is no longer referenced closes itself.
     public func close() {
-        let toClose: CInt? = state.withLock { s in
-            if s.closing { return nil }
-            s.closing = true
-            if s.users == 0 {
-                let fd = s.fd
-                s.fd = -1
-                return fd
-            }
-            // Wake the waiters; the last one out closes the descriptor. Done under the lock
-            // so the descriptor cannot be closed (and its number reused) in between.
-            try? Sys.shutdown(s.fd, how: Sys.shutBoth)
-            return nil
+        var word = usage.load(ordering: .relaxed)
+        while true {  // retried only when another call started or ended in between
+            if word & Usage.closing != 0 { return }
+            // With calls in flight, close() counts itself as one more user while it wakes
+            // them, so the last of them cannot close the descriptor (and free its number
+            // for reuse) under the shutdown.
+            let busy = Usage.users(word) != 0
+            let (done, seen) = usage.compareExchange(
+                expected: word, desired: (word | Usage.closing) &+ (busy ? Usage.user : 0),
+                ordering: .sequentiallyConsistent)
+            if done { break }
+            word = seen
         }
-        if let toClose, toClose >= 0 { Sys.close(toClose) }
+        if Usage.users(word) == 0 {
+            closeDescriptor()
+        } else {
+            try? Sys.shutdown(fd, how: Sys.shutBoth)
+            release(Usage.user)
+        }
     }
 
     /// True once ``close()`` has been called.
-    public var isClosed: Bool { state.withLock { $0.closing } }
+    public var isClosed: Bool { usage.load(ordering: .acquiring) & Usage.closing != 0 }
 
     /// Runs `body` with the descriptor, which stays open until `body` returns even if
     /// another thread calls ``close()``. This is the escape hatch for system calls the
@@ -216,93 +232,133 @@ public final class Socket: Sendable, CustomStringConvertible {
     ///
     /// - Throws: ``SocketError/Kind/closed`` if the socket is closed; whatever `body` throws.
     public func withUnsafeDescriptor<R, E: Error>(_ body: (CInt) throws(E) -> R) throws -> R {
-        let (fd, _) = try enter(.getOption, address: nil)
-        defer { leave() }
+        try register(.getOption, address: nil, Usage.user)
+        defer { release(Usage.user) }
         return try body(fd)
     }
 
-    /// Marks the start of a call: returns the descriptor and the timeout, or throws
-    /// `.closed`. Every `enter` is paired with one `leave`.
+    // MARK: counting calls
+
+    /// Counts a call in `usage` (`delta`: one user, and one kernel call for the fast path),
+    /// or throws `.closed` once ``close()`` has been called.
     @inline(__always)
-    func enter(_ operation: SocketError.Operation, address: SocketAddress?) throws(SocketError) -> (CInt, SocketTimeout) {
-        let entered: (CInt, SocketTimeout)? = state.withLock { s in
-            if s.closing { return nil }
-            s.users += 1
-            return (s.fd, s.timeout)
+    func register(_ operation: SocketError.Operation, address: SocketAddress?, _ delta: UInt64) throws(SocketError) {
+        var word = usage.load(ordering: .relaxed)
+        while true {  // retried only when another call started or ended in between
+            if word & Usage.closing != 0 { throw SocketError(.closed, operation, address: address) }
+            let (done, seen) = usage.compareExchange(expected: word, desired: word &+ delta, ordering: .sequentiallyConsistent)
+            if done { return }
+            word = seen
         }
-        guard let entered else { throw SocketError(.closed, operation, address: address) }
-        return entered
     }
 
+    /// Uncounts a call; the last user of a closed socket closes the descriptor.
     @inline(__always)
-    func leave() {
-        let toClose: CInt? = state.withLock { $0.release() }
-        if let toClose { Sys.close(toClose) }
+    func release(_ delta: UInt64) {
+        let before = usage.wrappingSubtract(delta, ordering: .sequentiallyConsistent).oldValue
+        if Usage.users(before) == 1 && before & Usage.closing != 0 { closeDescriptor() }
     }
 
-    /// Runs one call on the descriptor between `enter` and `leave`.
+    /// Closes `fd`: called exactly once, by whoever saw the last user leave a closing socket.
+    @inline(never)
+    func closeDescriptor() {
+        usage.bitwiseOr(Usage.released, ordering: .sequentiallyConsistent)
+        Sys.close(fd)
+    }
+
+    /// Runs one call that does not wait (bind, options, addresses) on the descriptor.
     @inline(__always)
     func withDescriptor<R>(
         _ operation: SocketError.Operation, address: SocketAddress?,
-        _ body: (CInt, SocketTimeout) throws(SocketError) -> R
+        _ body: (CInt) throws(SocketError) -> R
     ) throws(SocketError) -> R {
-        let (fd, timeout) = try enter(operation, address: address)
-        defer { leave() }
-        return try body(fd, timeout)
+        try register(operation, address: address, Usage.user)
+        defer { release(Usage.user) }
+        return try body(fd)
     }
 
     // MARK: blocking calls
 
-    /// Starts a call that may wait: like `enter`, and fixes the call's budget (throwing
-    /// `.timedOut` for a deadline already past, before any system call) and how it waits.
+    /// Starts a call that may wait: counts it, fixes its budget (throwing `.timedOut` for a
+    /// deadline already past, before any system call) and how it waits.
+    ///
+    /// The fast path takes no lock: with no deadline, when the ticket says the descriptor is
+    /// blocking with this direction's timer set for the socket's timeout, the call counts
+    /// itself as a user and a kernel call in one compare-and-swap and reads the ticket
+    /// again. A planner that would lengthen the timer clears the ticket first and then reads
+    /// the count (both sequentially consistent), so either it sees this call and leaves the
+    /// timer alone, or this call sees the cleared ticket and plans under the lock instead.
     @inline(__always)
     func beginCall(
         _ operation: SocketError.Operation, address: SocketAddress?, deadlineLeft: Int64?,
         _ direction: WaitDirection?, needsNonblocking: Bool = false
     ) throws(SocketError) -> Call {
-        let started: Result<Call, SocketError> = state.withLock { s in
-            if s.closing { return .failure(SocketError(.closed, operation, address: address)) }
-            let budget: WaitBudget
-            do throws(SocketError) {
-                budget = try WaitBudget(s.timeout, deadlineLeft: deadlineLeft, operation)
-            } catch {
-                return .failure(error.at(address))
+        if deadlineLeft == nil, let direction, operation != .connect {
+            let ready = Ticket.ready(direction)
+            if ticket.load(ordering: .relaxed) & ready != 0 {
+                try register(operation, address: address, Usage.user + Usage.kernelCall)
+                let field = ticket.load(ordering: .sequentiallyConsistent)
+                if field & ready != 0 {
+                    return Call(
+                        fd: fd, budget: WaitBudget(ticket: field, operation), direction: direction,
+                        needsNonblocking: needsNonblocking, onKernelPath: true, holdsNonblocking: false)
+                }
+                usage.wrappingSubtract(Usage.kernelCall, ordering: .sequentiallyConsistent)
+                return try plan(operation, address: address, deadlineLeft: nil, direction, needsNonblocking: needsNonblocking)
             }
-            let kernel: Bool
-            do throws(Errno) {
-                kernel = try s.mode.plan(s.fd, s.timeout, budget, direction, needsNonblocking: needsNonblocking)
-            } catch {
-                return .failure(SocketError(operation, errno: error, address: address))
-            }
-            s.users += 1
-            if operation == .connect { s.peer = address }  // folded away for every other call
-            return .success(Call(
-                fd: s.fd, budget: budget, needsNonblocking: needsNonblocking,
-                onKernelPath: kernel, holdsNonblocking: !kernel && needsNonblocking))
         }
-        return try started.get()
+        try register(operation, address: address, Usage.user)
+        return try plan(operation, address: address, deadlineLeft: deadlineLeft, direction, needsNonblocking: needsNonblocking)
+    }
+
+    /// The slow start of a call already counted as a user: under the lock, fixes its budget
+    /// and how it waits, adjusting the descriptor if need be (see KernelTimers.swift).
+    @inline(never)
+    func plan(
+        _ operation: SocketError.Operation, address: SocketAddress?, deadlineLeft: Int64?,
+        _ direction: WaitDirection?, needsNonblocking: Bool
+    ) throws(SocketError) -> Call {
+        do throws(SocketError) {
+            return try state.withLock { s throws(SocketError) -> Call in
+                let budget: WaitBudget
+                do throws(SocketError) {
+                    budget = try WaitBudget(s.timeout, deadlineLeft: deadlineLeft, operation)
+                } catch {
+                    throw error.at(address)
+                }
+                let how: Plan
+                do throws(Errno) {
+                    how = try plan(&s, budget, direction, needsNonblocking: needsNonblocking, byTimeout: deadlineLeft == nil)
+                } catch {
+                    throw SocketError(operation, errno: error, address: address)
+                }
+                if operation == .connect { s.peer = address }
+                return Call(
+                    fd: fd, budget: budget, direction: direction, needsNonblocking: needsNonblocking,
+                    onKernelPath: how == .kernel, holdsNonblocking: how == .poll && needsNonblocking,
+                    kernelPending: how == .tryFirst)
+            }
+        } catch {
+            release(Usage.user)
+            throw error
+        }
     }
 
     /// Ends a call begun by `beginCall`; the last user of a closed socket closes the descriptor.
     @inline(__always)
     func endCall(_ call: Call) {
-        let toClose: CInt? = state.withLock { s in
-            if call.onKernelPath { s.mode.kernelCalls -= 1 }
-            if call.holdsNonblocking { s.mode.pollCalls -= 1 }
-            return s.release()
-        }
-        if let toClose { Sys.close(toClose) }
+        if call.holdsNonblocking { state.withLock { $0.mode.pollCalls -= 1 } }
+        release(call.onKernelPath ? Usage.user + Usage.kernelCall : Usage.user)
     }
 
     /// Runs one blocking call between `beginCall` and `endCall`.
     @inline(__always)
     func withCall<R>(
-        _ operation: SocketError.Operation, address: SocketAddress?, deadline: ContinuousClock.Instant?,
+        _ operation: SocketError.Operation, address: SocketAddress?, deadlineLeft: Int64?,
         _ direction: WaitDirection?, needsNonblocking: Bool = false,
         _ body: (inout Call) throws(SocketError) -> R
     ) throws(SocketError) -> R {
-        let left = WaitBudget.nanosecondsLeft(until: deadline)
-        var call = try beginCall(operation, address: address, deadlineLeft: left, direction, needsNonblocking: needsNonblocking)
+        var call = try beginCall(operation, address: address, deadlineLeft: deadlineLeft, direction, needsNonblocking: needsNonblocking)
         defer { endCall(call) }
         do throws(SocketError) {
             return try body(&call)
@@ -313,15 +369,15 @@ public final class Socket: Sendable, CustomStringConvertible {
 
     /// Moves a call from the kernel path to the poll path once its kernel attempt is made.
     func leaveKernelPath(_ call: inout Call) throws(SocketError) {
+        usage.wrappingSubtract(Usage.kernelCall, ordering: .sequentiallyConsistent)
+        call.onKernelPath = false
+        guard call.needsNonblocking else { return }
         let failed: Errno? = state.withLock { s in
-            s.mode.kernelCalls -= 1
-            guard call.needsNonblocking else { return nil }
-            do throws(Errno) { try s.mode.holdNonblocking(call.fd) } catch { return error }
+            do throws(Errno) { try holdNonblocking(&s.mode) } catch { return error }
             return nil
         }
-        call.onKernelPath = false
         if let failed { throw failure(call.budget.operation, failed, address: nil) }
-        call.holdsNonblocking = call.needsNonblocking
+        call.holdsNonblocking = true
     }
 
     /// Starts the next attempt of a call: returns whether it may sleep in the kernel (only
@@ -351,6 +407,12 @@ public final class Socket: Sendable, CustomStringConvertible {
                 throw failure(call.budget.operation, error, address: nil)
             }
             if let result { return result }
+            // A call that tried without waiting must wait after all: set its timer, and
+            // sleep in the kernel on the next attempt if there is time for that.
+            if call.kernelPending {
+                try takeKernelPath(&call)
+                if call.onKernelPath { continue }
+            }
             // Not ready: the kernel's timer fired, a signal came, or the descriptor is
             // non-blocking. Either way, wait by ppoll for what is left, then try again.
             try call.budget.wait(call.fd, for: events)
@@ -366,7 +428,6 @@ public final class Socket: Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        let fd = state.withLock { $0.fd }
-        return fd >= 0 ? "Socket(\(family) \(type), fd \(fd))" : "Socket(\(family) \(type), closed)"
+        isClosed ? "Socket(\(family) \(type), closed)" : "Socket(\(family) \(type), fd \(fd))"
     }
 }
