@@ -1,5 +1,5 @@
 import Foundation
-import Sockets
+@testable import Sockets
 import Synchronization
 import Testing
 
@@ -45,18 +45,23 @@ struct RaceTests {
     }
 
     @Test("closed while another thread waits in receive or accept: .closed, promptly, and never the data of a socket that took the same descriptor number",
-          arguments: ["receive", "accept"])
-    func closeWhileWaitingNeverReadsReusedNumber(call: String) throws {
+          arguments: ["receive", "accept", "receive started without the lock", "accept started without the lock"])
+    func closeWhileWaitingNeverReadsReusedNumber(waitIn: String) throws {
+        let call = waitIn.hasPrefix("receive") ? "receive" : "accept"
+        let lockFree = waitIn.hasSuffix("without the lock")
         var reused = 0
         for _ in 0..<100 {
             let (waitedOn, keep, other) = try waitable(call)
+            if lockFree { try warmUp(waitedOn, call, peer: keep, address: other) }
             let number = try waitedOn.withUnsafeDescriptor { $0 }
             let waiter = Background { () -> String in
                 do throws(SocketError) {
-                    if call == "receive" {
-                        return "data: \(try waitedOn.receive(upTo: 64, deadline: .now + .seconds(10)))"
+                    switch (call, lockFree) {
+                    case ("receive", false): return "data: \(try waitedOn.receive(upTo: 64, deadline: .now + .seconds(10)))"
+                    case ("receive", true): return "data: \(try waitedOn.receive(upTo: 64))"
+                    case (_, false): return "connection from \(try waitedOn.accept(deadline: .now + .seconds(10)).1)"
+                    case (_, true): return "connection from \(try waitedOn.accept().1)"
                     }
-                    return "connection from \(try waitedOn.accept(deadline: .now + .seconds(10)).1)"
                 } catch {
                     return "\(error.kind)"
                 }
@@ -81,8 +86,30 @@ struct RaceTests {
             [keep, fresh, freshPeer].compactMap { $0 }.forEach { $0.close() }
             _ = other
         }
-        print("fault suite: close while waiting in \(call): 100 closes, \(reused) new sockets took the waiter's number afterwards")
+        print("fault suite: close while waiting in \(waitIn): 100 closes, \(reused) new sockets took the waiter's number afterwards")
     }
+}
+
+/// Gives `socket` a 10 s timeout and makes calls in `call`'s direction until one has set the
+/// kernel timer, so that the next call with no deadline starts without the lock.
+private func warmUp(_ socket: Socket, _ call: String, peer: Socket?, address: SocketAddress?) throws {
+    socket.timeout = try .after(.seconds(10))
+    for _ in 0..<2 {  // the first finds what it waits for already there; the second must wait
+        let coming = Background { () throws -> Socket? in
+            pause(.milliseconds(5))
+            if call == "receive" { try peer?.sendAll([0]); return nil }
+            let client = try Socket(.ipv4)
+            try client.connect(to: address!, deadline: .now + .seconds(5))
+            return client
+        }
+        if call == "receive" {
+            _ = try socket.receive(upTo: 1)
+        } else {
+            _ = try socket.accept().0
+        }
+        _ = try coming.value(within: .seconds(5))
+    }
+    #expect(socket.ticket.load(ordering: .relaxed) & Ticket.ready(.receive) != 0, "the warm-up did not leave the fast path ready")
 }
 
 /// A socket to wait on in `call` (a stream end, or a listener) with what keeps it company:
