@@ -1,9 +1,10 @@
 // The physical limit: plain blocking sockets, poll(2) for timeouts. Same command line and
 // output as the other implementations (see ../run):
-//   cbench server pingpong|bulk|connect [plain|tuned]   prints "PORT n", serves until EOF/count
-//   cbench client pingpong PORT COUNT none|poll         64 B round trips, TCP_NODELAY
+//   cbench server pingpong|bulk|connect [plain|tuned|poll|rcvtimeo]  prints "PORT n", serves
+//   cbench client pingpong PORT COUNT none|poll|rcvtimeo  64 B round trips, TCP_NODELAY
 //   cbench client bulk PORT BYTES                       64 KiB writes, waits for the server's ack
-//   cbench client connect PORT COUNT                    connect, wait for the server's close, close
+//   cbench client connect PORT COUNT [none|rcvtimeo]    connect, wait for the server's close, close
+// rcvtimeo: 5 s SO_RCVTIMEO/SO_SNDTIMEO, set once per socket before the call it bounds.
 //   cbench precision recv|accept SECONDS COUNT THREADS poll|rcvtimeo
 // Results: one JSON object on stdout.
 #define _GNU_SOURCE
@@ -41,12 +42,23 @@ static int listener(int *port) {
     if (bind(s, (void *)&a, l) || listen(s, 128) || getsockname(s, (void *)&a, &l)) die("listen");
     *port = ntohs(a.sin_port); return s;
 }
-static int dial(int port) {
+// "rcvtimeo" mode: a 5 s SO_RCVTIMEO / SO_SNDTIMEO, the kernel's own timeouts (no poll).
+static void timeouts(int fd, int which) {
+    struct timeval tv = {5, 0};
+    if ((which & 1) && setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)) die("SO_RCVTIMEO");
+    if ((which & 2) && setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv)) die("SO_SNDTIMEO");
+}
+
+// A connected socket; `kernel`: with the "rcvtimeo" timeouts, each set before the call it bounds.
+static int dial_with(int port, int kernel) {
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); if (s < 0) die("socket");
     struct sockaddr_in a = loopback(port);
+    if (kernel) timeouts(s, 2);
     if (connect(s, (void *)&a, sizeof a)) die("connect");
+    if (kernel) timeouts(s, 1);
     return s;
 }
+static int dial(int port) { return dial_with(port, 0); }
 static void nodelay(int s) { int one = 1; setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); }
 
 // Waits for `events` until the absolute deadline, poll(2) in whole milliseconds rounded up.
@@ -84,6 +96,8 @@ static void write_full(int fd, const char *b, size_t n, int use_poll) {
 
 static int server(const char *workload, const char *mode) {
     int port, ls = listener(&port);
+    int kernel = mode && !strcmp(mode, "rcvtimeo");
+    if (kernel) timeouts(ls, 1);
     printf("PORT %d\n", port); fflush(stdout);
     if (!strcmp(workload, "connect")) {
         for (;;) { int c = accept4(ls, NULL, NULL, SOCK_CLOEXEC); if (c < 0) die("accept"); close(c); }
@@ -91,6 +105,7 @@ static int server(const char *workload, const char *mode) {
     int c = accept4(ls, NULL, NULL, SOCK_CLOEXEC); if (c < 0) die("accept");
     if (!strcmp(workload, "pingpong")) {
         nodelay(c);
+        if (kernel) timeouts(c, 3);
         int use_poll = mode && !strcmp(mode, "poll");
         char b[64];
         while (read_full(c, b, 64, use_poll)) write_full(c, b, 64, use_poll);
@@ -109,6 +124,7 @@ static int client(const char *workload, int port, long count, const char *mode) 
     if (!strcmp(workload, "pingpong")) {
         int s = dial(port); nodelay(s);
         int use_poll = !strcmp(mode, "poll");
+        if (!strcmp(mode, "rcvtimeo")) timeouts(s, 3);
         char b[64] = {1};
         long warm = count / 10;
         int64_t *rt = malloc(sizeof(int64_t) * (count + 1));
@@ -131,9 +147,10 @@ static int client(const char *workload, int port, long count, const char *mode) 
         char k; if (!read_full(s, &k, 1, 0)) die("no ack");
         printf("{\"gbps\": %.3f}\n", count / ((now_ns() - t0) / 1e9) / 1e9);
     } else {  // connect
+        int kernel = !strcmp(mode, "rcvtimeo");
         int64_t t0 = now_ns();
         for (long i = 0; i < count; i++) {
-            int s = dial(port); char b;
+            int s = dial_with(port, kernel); char b;
             while (recv(s, &b, 1, 0) < 0 && errno == EINTR) {}
             close(s);
         }

@@ -23,12 +23,23 @@ struct OursBench: Implementation {
         var deadline: ContinuousClock.Instant? { perCall ? .now + OursBench.limit : nil }
     }
 
+    func server(_ workload: String, mode name: String) {
+        let mode = Mode(name)
+        mode.perCall ? serve(workload, mode, ByDeadline.self) : serve(workload, mode, ByTimeout.self)
+    }
+
+    func client(_ workload: String, port: Int, count: Int, mode name: String) {
+        let mode = Mode(name)
+        mode.perCall
+            ? drive(workload, port: port, count: count, mode, ByDeadline.self)
+            : drive(workload, port: port, count: count, mode, ByTimeout.self)
+    }
+
     func must<T>(_ body: () throws -> T) -> T {
         do { return try body() } catch { fail("\(error)") }
     }
 
-    func server(_ workload: String, mode name: String) {
-        let mode = Mode(name)
+    func serve<C: Calls>(_ workload: String, _ mode: Mode, _: C.Type) {
         Socket.defaultTimeout = mode.timeout
         let listener = must { try Socket(.ipv4) }
         must { try listener.setOption(.reuseAddress, true) }
@@ -36,44 +47,43 @@ struct OursBench: Implementation {
         must { try listener.listen() }
         announce(port: Int(must { try listener.localAddress }.port ?? 0))
         if workload == "connect" {
-            while true { must { try listener.accept(deadline: mode.deadline) }.0.close() }
+            while true { must { try C.accept(listener) }.close() }
         }
-        let (connection, _) = must { try listener.accept(deadline: mode.deadline) }
+        let connection = must { try C.accept(listener) }
         if workload == "pingpong" {
             must { try connection.setOption(.noDelay, true) }
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 8)
-            while receiveFull(connection, buffer, mode) {
-                must { try connection.sendAll(UnsafeRawBufferPointer(buffer), deadline: mode.deadline) }
+            while receiveFull(connection, buffer, C.self) {
+                must { try C.sendAll(connection, UnsafeRawBufferPointer(buffer)) }
             }
         } else {
             // The library's best bulk path: 1 MiB receives that wait for 512 KiB (SO_RCVLOWAT).
             must { try connection.setOption(.receiveLowWatermark, 512 << 10) }
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
-            while must({ try connection.receive(into: buffer, deadline: mode.deadline) }) > 0 {}
+            while must({ try C.receive(connection, buffer) }) > 0 {}
             must { try connection.sendAll([107], deadline: mode.deadline) }
         }
         exit(0)
     }
 
     /// Fills `buffer`; false at end of stream.
-    func receiveFull(_ socket: Socket, _ buffer: UnsafeMutableRawBufferPointer, _ mode: Mode) -> Bool {
+    func receiveFull<C: Calls>(_ socket: Socket, _ buffer: UnsafeMutableRawBufferPointer, _: C.Type) -> Bool {
         var filled = 0
         while filled < buffer.count {
-            let n = must { try socket.receive(into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]), deadline: mode.deadline) }
+            let n = must { try C.receive(socket, UnsafeMutableRawBufferPointer(rebasing: buffer[filled...])) }
             if n == 0 { return false }
             filled += n
         }
         return true
     }
 
-    func client(_ workload: String, port: Int, count: Int, mode name: String) {
-        let mode = Mode(name)
+    func drive<C: Calls>(_ workload: String, port: Int, count: Int, _ mode: Mode, _: C.Type) {
         Socket.defaultTimeout = mode.timeout
         let address = SocketAddress.ipv4(.loopback, port: UInt16(port))
         switch workload {
         case "pingpong":
             let socket = must { try Socket(.ipv4) }
-            must { try socket.connect(to: address, deadline: mode.deadline) }
+            must { try C.connect(socket, address) }
             must { try socket.setOption(.noDelay, true) }
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 8)
             buffer.initializeMemory(as: UInt8.self, repeating: 1)
@@ -81,21 +91,21 @@ struct OursBench: Implementation {
             let warmUp = count / 10
             for i in 0..<(warmUp + count) {
                 let start = clockNanos()
-                must { try socket.sendAll(UnsafeRawBufferPointer(buffer), deadline: mode.deadline) }
-                guard receiveFull(socket, buffer, mode) else { fail("end of stream") }
+                must { try C.sendAll(socket, UnsafeRawBufferPointer(buffer)) }
+                guard receiveFull(socket, buffer, C.self) else { fail("end of stream") }
                 if i >= warmUp { roundTrips.record(since: start) }
             }
             socket.close()
             reportRoundTrips(roundTrips)
         case "bulk":
             let socket = must { try Socket(.ipv4) }
-            must { try socket.connect(to: address, deadline: mode.deadline) }
+            must { try C.connect(socket, address) }
             let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
             chunk.initializeMemory(as: UInt8.self, repeating: 0)
             let start = ContinuousClock.now
             var sent = 0
             while sent < count {
-                must { try socket.sendAll(UnsafeRawBufferPointer(chunk), deadline: mode.deadline) }
+                must { try C.sendAll(socket, UnsafeRawBufferPointer(chunk)) }
                 sent += chunk.count
             }
             must { try socket.shutdown(.write) }
@@ -106,8 +116,8 @@ struct OursBench: Implementation {
             let byte = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 1)
             for _ in 0..<count {
                 let socket = must { try Socket(.ipv4) }
-                must { try socket.connect(to: address, deadline: mode.deadline) }
-                _ = must { try socket.receive(into: byte, deadline: mode.deadline) }  // the server's close
+                must { try C.connect(socket, address) }
+                _ = must { try C.receive(socket, byte) }  // the server's close
                 socket.close()
             }
             report([("per_s", Double(count) / seconds(since: start))])
@@ -178,5 +188,39 @@ struct OursBench: Implementation {
         must { try listener.bind(to: .ipv4(.loopback, port: 0)) }
         must { try listener.listen() }
         return (listener, must { try listener.localAddress })
+    }
+}
+
+/// The hot calls as a user writes them in each mode, each mode compiled on its own (so the
+/// optimizer cannot merge the two into one call taking an optional deadline).
+protocol Calls {
+    static func accept(_ listener: Socket) throws -> Socket
+    static func connect(_ socket: Socket, _ address: SocketAddress) throws
+    static func sendAll(_ socket: Socket, _ buffer: UnsafeRawBufferPointer) throws
+    static func receive(_ socket: Socket, _ buffer: UnsafeMutableRawBufferPointer) throws -> Int
+}
+
+/// `none` and `timeout`: no deadline argument; the socket's timeout (if any) bounds each wait.
+enum ByTimeout: Calls {
+    static func accept(_ listener: Socket) throws -> Socket { try listener.accept().0 }
+    static func connect(_ socket: Socket, _ address: SocketAddress) throws { try socket.connect(to: address) }
+    static func sendAll(_ socket: Socket, _ buffer: UnsafeRawBufferPointer) throws { try socket.sendAll(buffer) }
+    static func receive(_ socket: Socket, _ buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        try socket.receive(into: buffer)
+    }
+}
+
+/// `deadline`: every call is given its own deadline, 5 s ahead.
+enum ByDeadline: Calls {
+    static var deadline: ContinuousClock.Instant { .now + OursBench.limit }
+    static func accept(_ listener: Socket) throws -> Socket { try listener.accept(deadline: deadline).0 }
+    static func connect(_ socket: Socket, _ address: SocketAddress) throws {
+        try socket.connect(to: address, deadline: deadline)
+    }
+    static func sendAll(_ socket: Socket, _ buffer: UnsafeRawBufferPointer) throws {
+        try socket.sendAll(buffer, deadline: deadline)
+    }
+    static func receive(_ socket: Socket, _ buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        try socket.receive(into: buffer, deadline: deadline)
     }
 }
