@@ -209,13 +209,16 @@ extension Socket {
         let plan: Plan
         do throws(Errno) {
             plan = try state.withLock { s throws(Errno) -> Plan in
-                try planKernel(&s, call.budget, direction, allotted: allotted, mayDefer: false)
+                let plan = try planKernel(&s, call.budget, direction, allotted: allotted, mayDefer: false)
+                // Counted before the lock is let go, as in `plan`: no planner may lengthen
+                // the timer between this decision and the sleep.
+                if plan == .kernel { usage.wrappingAdd(Usage.kernelCall, ordering: .sequentiallyConsistent) }
+                return plan
             }
         } catch {
             throw failure(call.budget.operation, error, address: nil)
         }
         guard plan == .kernel else { return }
-        usage.wrappingAdd(Usage.kernelCall, ordering: .sequentiallyConsistent)
         call.onKernelPath = true
         call.kernelAttemptMade = false
     }
