@@ -175,7 +175,6 @@ extension Socket {
         if Sys.kernelTimers, let direction {
             switch try planKernel(&s, budget, direction, allotted: budget.allotted, mayDefer: !needsNonblocking) {
             case .kernel:
-                usage.wrappingAdd(Usage.kernelCall, ordering: .sequentiallyConsistent)
                 // Calls like this one may now start without the lock, if the timer is exactly
                 // the one the socket's timeout asks for (the ticket's timeout is the socket's:
                 // both change only under the lock).
@@ -209,11 +208,7 @@ extension Socket {
         let plan: Plan
         do throws(Errno) {
             plan = try state.withLock { s throws(Errno) -> Plan in
-                let plan = try planKernel(&s, call.budget, direction, allotted: allotted, mayDefer: false)
-                // Counted before the lock is let go, as in `plan`: no planner may lengthen
-                // the timer between this decision and the sleep.
-                if plan == .kernel { usage.wrappingAdd(Usage.kernelCall, ordering: .sequentiallyConsistent) }
-                return plan
+                try planKernel(&s, call.budget, direction, allotted: allotted, mayDefer: false)
             }
         } catch {
             throw failure(call.budget.operation, error, address: nil)
@@ -223,6 +218,7 @@ extension Socket {
         call.kernelAttemptMade = false
     }
 
+    /// Returns `.kernel` with the call already counted as a kernel call.
     /// `allotted`: the time the call has left, for the check that the timer fires first.
     /// `mayDefer`: the call can try without waiting (recv, send: MSG_DONTWAIT), so a timer
     /// it needs need not be set before it knows it must wait.
@@ -271,6 +267,9 @@ extension Socket {
             try Sys.setNonblocking(fd, false)
             s.mode.nonblocking = false
         }
+        // Counted before the lock is let go: no planner may lengthen the timer between
+        // this decision and the call's sleep.
+        usage.wrappingAdd(Usage.kernelCall, ordering: .sequentiallyConsistent)
         return .kernel
     }
 
@@ -290,7 +289,6 @@ extension Socket {
 /// One blocking call in progress: its descriptor, its budget, and how it waits. Made by
 /// `Socket.beginCall`, ended by `Socket.endCall`.
 struct Call {
-    let fd: CInt
     let budget: WaitBudget
     /// Which kernel timer could bound the call (nil: none, it waits by ppoll).
     let direction: WaitDirection?

@@ -78,7 +78,6 @@ extension Socket {
     /// The body of both forms: the deadline in nanoseconds left (nil: none).
     func accept(deadlineLeft: Int64?) throws(SocketError) -> (Socket, SocketAddress) {
         try withCall(.accept, address: nil, deadlineLeft: deadlineLeft, .receive, needsNonblocking: true) { call throws(SocketError) in
-            let fd = call.fd
             do throws(SocketError) {
                 let (newFD, peer) = try perform(&call, events: Sys.pollIn) { mayBlock throws(Errno) -> (CInt, SocketAddress)? in
                     // Each retry consumes one dead connection from a finite queue.
@@ -132,7 +131,6 @@ extension Socket {
     func connect(to address: SocketAddress, deadlineLeft: Int64?) throws(SocketError) {
         try checkFamily(address, .connect)
         try withCall(.connect, address: address, deadlineLeft: deadlineLeft, .send, needsNonblocking: true) { call throws(SocketError) in
-            let fd = call.fd
             let budget = call.budget
             while true {
                 let mayBlock = try nextAttempt(&call)

@@ -29,7 +29,6 @@ extension Socket {
         // Never sleeps in the kernel (no direction): a blocking send would wait until it had
         // sent everything, and `send` returns as soon as it has sent something.
         try withCall(.send, address: nil, deadlineLeft: deadlineLeft, nil) { call throws(SocketError) in
-            let fd = call.fd
             do throws(SocketError) {
                 if buffer.isEmpty && type == .stream { return 0 }
                 return try perform(&call, events: Sys.pollOut) { _ throws(Errno) in try Sys.send(fd, buffer, mayBlock: false) }
@@ -84,7 +83,6 @@ extension Socket {
         // leaves as a call).
         var call = try beginCall(.sendAll, address: nil, deadlineLeft: deadlineLeft, .send)
         defer { endCall(call) }
-        let fd = call.fd
         do throws(SocketError) {
             while sent < buffer.count {
                 let rest = UnsafeRawBufferPointer(rebasing: buffer[sent...])
@@ -100,12 +98,12 @@ extension Socket {
     /// One non-blocking `send(2)` of `buffer` (`MSG_DONTWAIT`): how much the kernel took.
     @inline(__always)
     func sendWithoutWaiting(_ buffer: UnsafeRawBufferPointer) throws(SocketError) -> Int {
-        try register(.sendAll, address: nil, Usage.user)
-        defer { release(Usage.user) }
-        do throws(Errno) {
-            return try Sys.send(fd, buffer, mayBlock: false) ?? 0
-        } catch {
-            throw failure(.sendAll, error, address: nil).at(peerAddressForMessages(fd)).transferred(0)
+        try withDescriptor(.sendAll, address: nil) { fd throws(SocketError) in
+            do throws(Errno) {
+                return try Sys.send(fd, buffer, mayBlock: false) ?? 0
+            } catch {
+                throw failure(.sendAll, error, address: nil).at(peerAddressForMessages(fd)).transferred(0)
+            }
         }
     }
 
@@ -144,7 +142,6 @@ extension Socket {
         // The hot path, written out as `sendAll`'s.
         var call = try beginCall(.receive, address: nil, deadlineLeft: deadlineLeft, .receive)
         defer { endCall(call) }
-        let fd = call.fd
         do throws(SocketError) {
             if buffer.isEmpty && type == .stream { return 0 }
             let n = try perform(&call, events: Sys.pollIn) { mayBlock throws(Errno) in
@@ -197,7 +194,6 @@ extension Socket {
             filled = 0
             do throws(SocketError) {
                 try withCall(.receive, address: nil, deadlineLeft: left, .receive) { call throws(SocketError) in
-                    let fd = call.fd
                     while filled < count {
                         let rest = UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(storage)[filled...])
                         let n = try perform(&call, events: Sys.pollIn) { mayBlock throws(Errno) in
@@ -243,7 +239,6 @@ extension Socket {
     func send(_ buffer: UnsafeRawBufferPointer, to address: SocketAddress, deadlineLeft: Int64?) throws(SocketError) -> Int {
         try checkFamily(address, .sendTo)
         return try withCall(.sendTo, address: address, deadlineLeft: deadlineLeft, .send) { call throws(SocketError) in
-            let fd = call.fd
             return try perform(&call, events: Sys.pollOut) { mayBlock throws(Errno) in
                 try Sys.sendTo(fd, buffer, address, mayBlock: mayBlock)
             }
@@ -276,7 +271,6 @@ extension Socket {
     /// The body of both forms: the deadline in nanoseconds left (nil: none).
     func receive(from buffer: UnsafeMutableRawBufferPointer, deadlineLeft: Int64?) throws(SocketError) -> (count: Int, sender: SocketAddress) {
         try withCall(.receiveFrom, address: nil, deadlineLeft: deadlineLeft, .receive) { call throws(SocketError) in
-            let fd = call.fd
             let result = try perform(&call, events: Sys.pollIn) { mayBlock throws(Errno) in
                 try Sys.recvFrom(fd, buffer, mayBlock: mayBlock)
             }

@@ -300,21 +300,21 @@ public final class Socket: Sendable, CustomStringConvertible {
                 let field = ticket.load(ordering: .sequentiallyConsistent)
                 if field & ready != 0 {
                     return Call(
-                        fd: fd, budget: WaitBudget(ticket: field, operation), direction: direction,
+                        budget: WaitBudget(ticket: field, operation), direction: direction,
                         needsNonblocking: needsNonblocking, onKernelPath: true, holdsNonblocking: false)
                 }
                 usage.wrappingSubtract(Usage.kernelCall, ordering: .sequentiallyConsistent)
-                return try plan(operation, address: address, deadlineLeft: nil, direction, needsNonblocking: needsNonblocking)
+                return try beginUnderLock(operation, address: address, deadlineLeft: nil, direction, needsNonblocking: needsNonblocking)
             }
         }
         try register(operation, address: address, Usage.user)
-        return try plan(operation, address: address, deadlineLeft: deadlineLeft, direction, needsNonblocking: needsNonblocking)
+        return try beginUnderLock(operation, address: address, deadlineLeft: deadlineLeft, direction, needsNonblocking: needsNonblocking)
     }
 
     /// The slow start of a call already counted as a user: under the lock, fixes its budget
     /// and how it waits, adjusting the descriptor if need be (see KernelTimers.swift).
     @inline(never)
-    func plan(
+    func beginUnderLock(
         _ operation: SocketError.Operation, address: SocketAddress?, deadlineLeft: Int64?,
         _ direction: WaitDirection?, needsNonblocking: Bool
     ) throws(SocketError) -> Call {
@@ -334,7 +334,7 @@ public final class Socket: Sendable, CustomStringConvertible {
                 }
                 if operation == .connect { s.peer = address }
                 return Call(
-                    fd: fd, budget: budget, direction: direction, needsNonblocking: needsNonblocking,
+                    budget: budget, direction: direction, needsNonblocking: needsNonblocking,
                     onKernelPath: how == .kernel, holdsNonblocking: how == .poll && needsNonblocking,
                     kernelPending: how == .tryFirst)
             }
@@ -415,7 +415,7 @@ public final class Socket: Sendable, CustomStringConvertible {
             }
             // Not ready: the kernel's timer fired, a signal came, or the descriptor is
             // non-blocking. Either way, wait by ppoll for what is left, then try again.
-            try call.budget.wait(call.fd, for: events)
+            try call.budget.wait(fd, for: events)
             if isClosed { throw SocketError(.closed, call.budget.operation) }
         }
     }
