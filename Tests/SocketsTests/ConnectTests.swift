@@ -88,8 +88,16 @@ struct ConnectTests {
         #expect(client.timeout == timeout)
         let (_, peer) = try server.accept(deadline: .now + .seconds(5))
         #expect(try peer == client.localAddress)
+        // The listener is on 127.0.0.1 only: the by-name connect can reach it only if this
+        // machine's resolver maps localhost to 127.0.0.1 (/etc/hosts, nss-myhostname); say so
+        // rather than fail obscurely where it maps only to ::1.
+        let localhost = try SocketAddress.resolve("localhost:\(address.port!)", deadline: .now + .seconds(10))
+        try #require(localhost.contains(address), "this test needs localhost to resolve to 127.0.0.1; here it gives \(localhost)")
         let viaLocalhost = try Socket.connect(to: "localhost:\(address.port!)", timeout: timeout)
         #expect(viaLocalhost.family == .ipv4 || viaLocalhost.family == .ipv6)
+        // And it reached our listener, not something else on ::1 at the same port number.
+        let (_, viaLocalhostPeer) = try server.accept(deadline: .now + .seconds(5))
+        #expect(try viaLocalhostPeer == viaLocalhost.localAddress)
     }
 
     @Test("connect by name: refused at once, timed out at the timeout, bad input named")

@@ -1,3 +1,4 @@
+import Foundation
 import Sockets
 import Testing
 
@@ -41,7 +42,7 @@ struct IOTests {
         let (error, _) = expectFailure(.wouldBlock) { _ = try client.receive(upTo: 10) }
         #expect(error?.errno == .resourceTemporarilyUnavailable)
         try server.sendAll([1, 2, 3])
-        pause(.milliseconds(20))
+        try #require(try becameReadable(client), "the 3 bytes never arrived")  // not a fixed pause
         #expect(try client.receive(upTo: 10) == [1, 2, 3])
     }
 
@@ -61,7 +62,7 @@ struct IOTests {
     func pastDeadline() throws {
         let (client, server) = try connectedPair()
         try server.sendAll([7])
-        pause(.milliseconds(20))
+        try #require(try becameReadable(client), "the byte never arrived")  // data ready, as the test says
         expectFailure(.timedOut) { _ = try client.receive(upTo: 1, deadline: .now - .nanoseconds(1)) }
         #expect(try client.receive(upTo: 1) == [7])
     }
@@ -102,9 +103,8 @@ struct IOTests {
 
     @Test("sendAll has one deadline for the whole transfer against a slow reader")
     func sendAllOneDeadline() throws {
-        let (client, server) = try connectedPair()
-        try client.setOption(.sendBufferSize, 4096)
-        try server.setOption(.receiveBufferSize, 4096)
+        // 4 KiB buffers set before the handshake, fixed (no autotuning): see smallBufferPair.
+        let (client, server) = try smallBufferPair()
         client.timeout = try .after(.milliseconds(300))
         // The reader takes 4 KiB every 50 ms: every single wait is short, the transfer is long.
         let reader = Background {
@@ -115,6 +115,10 @@ struct IOTests {
             }
         }
         let payload = [UInt8](repeating: 0xAB, count: 16 << 20)
+        // Precondition: what the buffers hold plus what the reader takes in the 300 ms is far
+        // below the payload, so the transfer cannot finish in time on any machine.
+        let capacity = try client.option(.sendBufferSize) + server.option(.receiveBufferSize)
+        try #require(capacity + 100 * 4096 < payload.count / 2, "buffers hold \(capacity) bytes")
         let (error, elapsed) = expectFailure(.timedOut) { try client.sendAll(payload) }
         expectTiming(elapsed, atLeast: .milliseconds(300))
         let sent = error?.bytesTransferred ?? -1
@@ -126,9 +130,14 @@ struct IOTests {
 
     @Test("sendAll to a peer that never reads times out with what was sent")
     func sendAllStalled() throws {
-        let (client, server) = try connectedPair()
+        // With default buffers this relied on tcp_wmem[2] + tcp_rmem[2] (what autotuning may
+        // grow to) staying below 64 MiB; explicit small buffers make the path hold 16 KiB.
+        let (client, server) = try smallBufferPair()
+        let payload = [UInt8](repeating: 1, count: 4 << 20)
+        let capacity = try client.option(.sendBufferSize) + server.option(.receiveBufferSize)
+        try #require(capacity < payload.count / 16, "the path holds \(capacity) bytes, not far below the payload")
         client.timeout = try .after(.milliseconds(200))
-        let (error, elapsed) = expectFailure(.timedOut) { try client.sendAll([UInt8](repeating: 1, count: 64 << 20)) }
+        let (error, elapsed) = expectFailure(.timedOut) { try client.sendAll(payload) }
         expectTiming(elapsed, atLeast: .milliseconds(200))
         #expect((error?.bytesTransferred ?? 0) > 0)
         server.close()
@@ -194,5 +203,58 @@ struct IOTests {
         let (client, _) = try connectedPair()
         expectFailure(.invalidArgument) { _ = try client.receive(upTo: -1) }
         expectFailure(.invalidArgument) { _ = try client.receive(exactly: -1) }
+    }
+}
+
+/// A connected IPv4 TCP pair over loopback whose buffers are set small before the handshake:
+/// SO_SNDBUF and SO_RCVBUF 4 KiB on the client and on the listener (the accepted socket
+/// inherits the listener's), so 8 KiB each as Linux reports them.
+///
+/// Setting either option also sets SOCK_SNDBUF_LOCK / SOCK_RCVBUF_LOCK on the socket, and
+/// with those the kernel never resizes the buffer: tcp_init_buffer_space and
+/// tcp_should_expand_sndbuf (send-buffer autotuning, which otherwise grows SO_SNDBUF up to
+/// tcp_wmem[2] — it did so after a timed-out blocking send here, 6.18), tcp_rcvbuf_grow /
+/// tcp_rcv_space_adjust (receive autotuning) and sk_stream_moderate_sndbuf all check the lock
+/// first. The capacity of the path is thus fixed; the window can still reopen by a little when
+/// the receiver compacts its queue, which is why SignalStormTests refills before each sendAll.
+///
+/// Use it wherever a test needs a path that fills (or cannot hold a payload), instead of
+/// `connectedPair()`, whose buffers depend on tcp_wmem/tcp_rmem and on autotuning.
+func smallBufferPair() throws -> (client: Socket, server: Socket) {
+    let requested = 4096
+    let (listener, address) = try makeListener()
+    defer { listener.close() }
+    try listener.setOption(.sendBufferSize, requested)
+    try listener.setOption(.receiveBufferSize, requested)
+    let client = try Socket(.ipv4)
+    client.timeout = .never
+    try client.setOption(.sendBufferSize, requested)
+    try client.setOption(.receiveBufferSize, requested)
+    try client.connect(to: address, deadline: .now + .seconds(5))
+    let (server, _) = try listener.accept(deadline: .now + .seconds(5))
+    server.timeout = .never
+    // Precondition: the sizes took (Linux reports twice the value set) and were inherited.
+    for (name, socket) in [("client", client), ("accepted", server)] {
+        for option in [SocketOption<Int>.sendBufferSize, .receiveBufferSize] {
+            let size = try socket.option(option)
+            guard size <= 4 * requested else {
+                throw TestFailure("\(name) \(option) is \(size) after setting \(requested): not the small buffer asked for")
+            }
+        }
+    }
+    return (client, server)
+}
+
+/// Waits until `socket` is readable (poll(2)), at most `limit`: true if it is. For the
+/// tests that check a call "with data (or a connection) already there": loopback usually
+/// delivers before send/connect returns, but a loaded machine may defer that to ksoftirqd.
+func becameReadable(_ socket: Socket, within limit: Duration = .seconds(5)) throws -> Bool {
+    let end = ContinuousClock.now + limit
+    return try socket.withUnsafeDescriptor { fd in
+        while ContinuousClock.now < end {
+            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if poll(&entry, 1, 10) > 0 && entry.revents & Int16(POLLIN) != 0 { return true }
+        }
+        return false
     }
 }

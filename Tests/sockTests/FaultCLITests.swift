@@ -1,5 +1,6 @@
 import Foundation
 import Sockets
+import Synchronization
 import Testing
 
 @Suite("fault suite: sock under pressure", .serialized)
@@ -53,6 +54,11 @@ struct FaultCLITests {
             limit.rlim_cur = min(4096, limit.rlim_max)
             setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         }
+        // Precondition: the limit (a property of the machine: its hard limit) leaves room for
+        // the clients here and the connections in sock, with some to spare for the runner.
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        try #require(limit.rlim_cur >= rlim_t(count + 256),
+                     "RLIMIT_NOFILE is \(limit.rlim_cur) (hard \(limit.rlim_max)); this test needs \(count + 256)")
         let listener = try ChildProcess(["listen", "0", "--keep-open", "--timeout", "1"])
         defer { listener.kill() }
         let line = try listener.waitForLine(startingWith: "listening on ")
@@ -63,31 +69,53 @@ struct FaultCLITests {
         // and after the handshake that ends it: a drop sooner than 1 s after `began` is early;
         // one later than 1 s after `connected` is late. (Connects here can take a second or
         // more: with 1,000 arriving at once, the accept queue overflows and SYNs are resent.)
+        //
+        // Every end of stream is watched with poll(2) from the first connect on, by a thread of
+        // its own: were the watching to start only after the last connect, a drop that came
+        // while connects were still going on would be seen (and timed) late, and how late would
+        // depend on how fast this machine makes 1,000 connections.
         var clients: [(socket: Socket, began: ContinuousClock.Instant, connected: ContinuousClock.Instant)] = []
+        let watched = Mutex<[CInt]>([])  // by client index
+        let seen = Mutex<[Int: ContinuousClock.Instant]>([:])
+        let stopWatching = Atomic<Bool>(false)
+        let watcherDone = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            defer { watcherDone.signal() }
+            var descriptors: [pollfd] = []
+            while !stopWatching.load(ordering: .relaxed) {
+                let all = watched.withLock { $0 }
+                while descriptors.count < all.count {
+                    descriptors.append(pollfd(fd: all[descriptors.count], events: Int16(POLLIN), revents: 0))
+                }
+                if seen.withLock({ $0.count }) == count { return }
+                guard !descriptors.isEmpty, poll(&descriptors, nfds_t(descriptors.count), 10) > 0 else { usleep(1000); continue }
+                let now = ContinuousClock.now
+                for index in descriptors.indices where descriptors[index].revents != 0 {
+                    seen.withLock { $0[index] = now }
+                    descriptors[index].fd = -1  // poll ignores it from now on
+                }
+            }
+        }
+        var watcherJoined = false
+        defer { if !watcherJoined { stopWatching.store(true, ordering: .relaxed); _ = watcherDone.wait(timeout: .now() + 5) } }
         for _ in 0..<count {
             let client = try Socket(.ipv4)
             let began = ContinuousClock.now
             try client.connect(to: address, deadline: .now + .seconds(10))
             clients.append((client, began, .now))
+            let fd = try client.withUnsafeDescriptor { $0 }
+            watched.withLock { $0.append(fd) }
         }
         let memoryPeak = try listener.residentKiB()
 
-        // Wait for every end of stream at once with poll(2), bounded at 15 s.
-        var dropped = [ContinuousClock.Instant?](repeating: nil, count: count)
-        var descriptors = try clients.map { client in
-            pollfd(fd: try client.socket.withUnsafeDescriptor { $0 }, events: Int16(POLLIN), revents: 0)
-        }
+        // Wait for every end of stream, bounded at 15 s after the last connect.
         let end = ContinuousClock.now + .seconds(15)
-        var remaining = count
-        while remaining > 0 && ContinuousClock.now < end {
-            guard poll(&descriptors, nfds_t(count), 100) > 0 else { continue }
-            let now = ContinuousClock.now
-            for index in descriptors.indices where descriptors[index].revents != 0 {
-                dropped[index] = now
-                descriptors[index].fd = -1  // poll ignores it from now on
-                remaining -= 1
-            }
-        }
+        while seen.withLock({ $0.count }) < count && ContinuousClock.now < end { usleep(10_000) }
+        stopWatching.store(true, ordering: .relaxed)
+        watcherJoined = true
+        guard watcherDone.wait(timeout: .now() + 5) == .success else { throw CLIFailure("the poll(2) thread did not stop") }
+        let dropped = seen.withLock { $0 }
+        let remaining = count - dropped.count
         #expect(remaining == 0, "\(remaining) of \(count) connections were never dropped")
         var early = 0
         var latest = Duration.zero

@@ -9,15 +9,21 @@ import Testing
 struct PeerFaultTests {
     @Test("a reset in the middle of a stream: the data before it, then .connectionReset")
     func resetMidStream() throws {
-        let (client, server) = try connectedPair()
+        // Small fixed buffers (smallBufferPair, IOTests.swift): with default ones, whether the
+        // whole payload fitted in the client's receive queue — so that no reset could come
+        // "in the middle" — depended on tcp_rmem and on autotuning.
+        let (client, server) = try smallBufferPair()
         client.timeout = try .after(.seconds(5))
         let payload = [UInt8](repeating: 42, count: 1 << 20)
+        let capacity = try client.option(.receiveBufferSize) + server.option(.sendBufferSize)
+        try #require(10_000 + capacity < payload.count / 4, "the path holds \(capacity) bytes, not far below the payload")
         let sender = Background { () -> Bool in
-            do { try server.sendAll(payload, deadline: .now + .seconds(5)) } catch { return false }
+            // The buffers cannot take the payload: this gives up at its deadline, the rest unsent.
+            do { try server.sendAll(payload, deadline: .now + .milliseconds(500)) } catch { return false }
             return true
         }
         #expect(try client.receive(exactly: 10_000).count == 10_000)
-        _ = try sender.value()  // the kernel took it all (or gave up); either way, now reset
+        #expect(try sender.value() == false, "the whole payload went out before the reset")
         try server.setOption(.linger, .zero)
         server.close()
         var received = 10_000
@@ -60,8 +66,12 @@ struct PeerFaultTests {
 
     @Test("the peer closes during a long sendAll: the error says how it ended and how far it got")
     func peerClosesDuringSendAll() throws {
-        let (client, server) = try connectedPair()
+        // Small fixed buffers (smallBufferPair, IOTests.swift): with default ones, a machine
+        // whose tcp_wmem[2] + tcp_rmem[2] reach 64 MiB could finish the sendAll before the close.
+        let (client, server) = try smallBufferPair()
         let total = 64 << 20
+        let capacity = try client.option(.sendBufferSize) + server.option(.receiveBufferSize)
+        try #require(100_000 + capacity < total / 16, "the path holds \(capacity) bytes, not far below the payload")
         let writer = Background { () -> SocketError? in
             do throws(SocketError) {
                 try client.sendAll([UInt8](repeating: 1, count: total), deadline: .now + .seconds(20))

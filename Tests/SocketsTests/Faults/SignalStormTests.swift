@@ -59,6 +59,23 @@ private func measure(
     return (kind, elapsed, alarms)
 }
 
+/// Fills `client`'s send path with non-blocking sends until one fails with `.wouldBlock`,
+/// then restores `timeout`. Throws unless the path ends up full — the precondition the
+/// sendAll case relies on.
+private func fillSendPath(_ client: Socket, chunk: [UInt8], then timeout: SocketTimeout) throws {
+    client.timeout = .nonBlocking
+    defer { client.timeout = timeout }
+    for _ in 0..<4096 {
+        do throws(SocketError) {
+            _ = try client.send(chunk)
+        } catch {
+            guard error.kind == .wouldBlock else { throw error }
+            return  // full: the next send would wait
+        }
+    }
+    throw TestFailure("the send path took 4096 × \(chunk.count) bytes without filling: are the buffers still growing?")
+}
+
 private func median(_ values: [Duration]) -> Duration { values.sorted()[values.count / 2] }
 
 private func ms(_ d: Duration) -> String { String(format: "%.3f ms", Double(d / .microseconds(1)) / 1000) }
@@ -83,13 +100,16 @@ struct SignalStormTests {
         let (listener, _) = try makeListener()
         listener.timeout = timeout
         let (server, fillers, fullAddress) = try fullQueueListener()
-        let (client, peer) = try connectedPair()  // the peer never sends and never reads
-        client.timeout = timeout
+        // The peer never sends and never reads; both ends have small, fixed buffers (see
+        // smallBufferPair in IOTests.swift), so the path holds a few KiB whatever the
+        // machine's tcp_wmem/tcp_rmem and however autotuning would have grown them.
+        let (client, peer) = try smallBufferPair()
         defer { ([listener, server, client, peer] + fillers).forEach { $0.close() } }
-        // Fill the send path, so that sendAll must wait from its first byte.
-        client.timeout = .nonBlocking
         let chunk = [UInt8](repeating: 7, count: 65_536)
-        for _ in 0..<4096 { if (try? client.send(chunk)) == nil { break } }
+        // Even a path that drained to empty could not take one chunk: sendAll can never
+        // succeed, only time out. (Bytes in flight are counted in the sender's queue.)
+        let capacity = try client.option(.sendBufferSize) + peer.option(.receiveBufferSize)
+        try #require(capacity < chunk.count / 2, "the path holds \(capacity) bytes, not far below one \(chunk.count)-byte chunk")
         client.timeout = timeout
 
         let body: @Sendable () throws -> Void = switch operation {
@@ -107,6 +127,10 @@ struct SignalStormTests {
         var alarms = 0
         for _ in 0..<Self.trials {  // interleaved, so that load on the machine hits both alike
             for storm in [false, true] {
+                // Fill the send path before every sendAll, and check it is full, so that each
+                // one must wait from its first byte (a timed-out sendAll may have left room).
+                if operation == .sendAll { try fillSendPath(client, chunk: chunk, then: timeout) }
+
                 let (kind, elapsed, taken) = try measure(storm: storm, body)
                 #expect(kind == .timedOut, "\(operation) ended in \(kind.map { "\($0)" } ?? "success") (storm: \(storm))")
                 #expect(elapsed >= Self.timeout, "\(operation) fired early: \(elapsed) (storm: \(storm))")
