@@ -3,7 +3,8 @@ import PackageDescription
 
 let package = Package(
     name: "Sockets",
-    // Mutex (Synchronization) needs macOS 15; Linux has it with every Swift 6 toolchain.
+    // macOS 15: the first with the Swift 6 runtime (the tests use its Synchronization).
+    // The Darwin branches are written but not yet built or tested anywhere.
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Sockets", targets: ["Sockets"]),
@@ -29,7 +30,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "SocketsTests", dependencies: ["Sockets"]),
+        .testTarget(
+            name: "SocketsTests",
+            dependencies: ["Sockets", .product(name: "SystemPackage", package: "swift-system")]
+        ),
         // Depends on the executable so `swift test` builds `sock`, which these tests run as a process.
         .testTarget(name: "sockTests", dependencies: ["sock", "Sockets"]),
     ],

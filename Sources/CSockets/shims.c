@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include "CSockets.h"
 
@@ -11,5 +12,9 @@ int csockets_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
 
 int csockets_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout) {
     return ppoll(fds, n, timeout, NULL);
+}
+
+int csockets_eventfd(void) {
+    return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 }
 #endif

@@ -45,7 +45,7 @@ extension Socket {
         }
     }
 
-    /// Accepts a connection (`accept4(2)` with `SOCK_CLOEXEC | SOCK_NONBLOCK`).
+    /// Accepts a connection (`accept4(2)` with `SOCK_CLOEXEC`).
     ///
     /// Blocks until a connection arrives, for at most the socket's ``timeout``, and not
     /// past `deadline` if one is given. A connection that died in the queue
@@ -62,34 +62,37 @@ extension Socket {
     /// - Returns: the connected socket and the peer's address.
     /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock` (non-blocking listener),
     ///   `.tooManyOpenFiles` (the connection stays queued: back off before retrying),
-    ///   `.closed`, `.invalidArgument` if the socket is not listening.
+    ///   `.closed`, `.invalidArgument` if the socket is not listening or is a datagram socket.
     public func accept(deadline: ContinuousClock.Instant?) throws(SocketError) -> (Socket, SocketAddress) {
         try accept(deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
     }
 
     /// Accepts a connection with no deadline: the same as ``accept(deadline:)`` with
-    /// `deadline: nil`, waiting at most the socket's ``timeout``. This form never touches a
-    /// `ContinuousClock.Instant`, which is resilient and costs value-witness calls to pass
-    /// around even as `nil`.
+    /// `deadline: nil`, waiting at most the socket's ``timeout``.
     public func accept() throws(SocketError) -> (Socket, SocketAddress) {
         try accept(deadlineLeft: nil)
     }
 
     /// The body of both forms: the deadline in nanoseconds left (nil: none).
     func accept(deadlineLeft: Int64?) throws(SocketError) -> (Socket, SocketAddress) {
-        try withCall(.accept, address: nil, deadlineLeft: deadlineLeft, .receive, needsNonblocking: true) { call throws(SocketError) in
+        guard type == .stream else {
+            // accept(2) says EOPNOTSUPP, which on a stream socket means a connection that
+            // died in the queue: say what is wrong before the kernel is asked.
+            throw SocketError(.invalidArgument, .accept, address: try? localAddress,
+                              detail: "a datagram socket cannot accept connections")
+        }
+        return try withCall(.accept, address: nil, deadlineLeft: deadlineLeft, .accept) { call throws(SocketError) in
             do throws(SocketError) {
-                let (newFD, peer) = try perform(&call, events: Sys.pollIn) { mayBlock throws(Errno) -> (CInt, SocketAddress)? in
-                    // Each retry consumes one dead connection from a finite queue.
-                    while true {
-                        do throws(Errno) {
-                            return try Sys.accept(fd, mayBlock: mayBlock)
-                        } catch where Socket.acceptRetryable(error) {
-                            continue
-                        }
+                let (newFD, peer) = try perform(&call) { mayWait, _ throws(Errno) -> (CInt, SocketAddress)? in
+                    do throws(Errno) {
+                        return try Attempt.run(mayWait: mayWait) { Sys.accept(fd, mayWait: mayWait) }
+                    } catch where Socket.diedInQueue(error) {
+                        // That connection is gone; the next attempt (without sleeping in the
+                        // kernel on a fresh timer) takes the next, within the same time.
+                        return nil
                     }
                 }
-                let inherits = usage.load(ordering: .relaxed) & Usage.timersSet != 0
+                let inherits = state.withLock { $0.mode.timersSet }
                 let mode = DescriptorMode.accepted(inherits: inherits)
                 return (Socket(fd: newFD, family: family, type: type, timeout: Socket.defaultTimeout, mode: mode, peer: peer), peer)
             } catch {
@@ -99,15 +102,16 @@ extension Socket {
         }
     }
 
-    /// Connects to `address`: `connect(2)` sleeping in the kernel under `SO_SNDTIMEO` (see
-    /// ``Socket``), or on a non-blocking descriptor; then, if the handshake is still going,
-    /// a `ppoll` for writability and `SO_ERROR`.
+    /// Connects to `address`: a non-blocking `connect(2)`, then (while the handshake is
+    /// going) `ppoll` for writability and `SO_ERROR`, all within the call's time limit.
     ///
     /// Blocks until the handshake finishes, for at most the socket's ``timeout`` and not
     /// past `deadline`. A port where nothing listens is refused at once on Linux, whatever
     /// the timeout; a peer that never answers (a full accept queue, dropped SYNs) is what
-    /// times out. After a timeout the socket is half-way through a handshake and is good
-    /// only for closing.
+    /// times out. A Unix-domain listener whose queue is full is tried again, 1 ms after
+    /// the first refusal and then at doubling intervals up to 32 ms. After a timeout the
+    /// socket is half-way through a handshake and is good only for closing; so it is after
+    /// ``close()`` from another thread, which ends the call with `.closed`.
     ///
     /// On a non-blocking socket this starts the connection and throws `.wouldBlock`
     /// (errno `EINPROGRESS`); wait for writability yourself and read
@@ -120,9 +124,7 @@ extension Socket {
     }
 
     /// Connects to `address` with no deadline: the same as ``connect(to:deadline:)`` with
-    /// `deadline: nil`, waiting at most the socket's ``timeout``. This form never touches a
-    /// `ContinuousClock.Instant`, which is resilient and costs value-witness calls to pass
-    /// around even as `nil`.
+    /// `deadline: nil`, waiting at most the socket's ``timeout``.
     public func connect(to address: SocketAddress) throws(SocketError) {
         try connect(to: address, deadlineLeft: nil)
     }
@@ -130,51 +132,38 @@ extension Socket {
     /// The body of both forms: the deadline in nanoseconds left (nil: none).
     func connect(to address: SocketAddress, deadlineLeft: Int64?) throws(SocketError) {
         try checkFamily(address, .connect)
-        try withCall(.connect, address: address, deadlineLeft: deadlineLeft, .send, needsNonblocking: true) { call throws(SocketError) in
-            let budget = call.budget
-            while true {
-                let mayBlock = try nextAttempt(&call)
-                do throws(Errno) {
-                    try Sys.connect(fd, address)
-                    return
-                } catch .interrupted where family == .unix {
-                    // A Unix connect is not carried on by the kernel: try again.
-                    continue
-                } catch .nowInProgress, .interrupted {
-                    // In progress (EINTR too: the kernel goes on with it; on the kernel path
-                    // EINPROGRESS means its timer fired). Fall through to wait.
-                } catch .resourceTemporarilyUnavailable where family == .unix {
-                    // A Unix listener's queue is full (on the kernel path: for as long as the
-                    // timer ran). Nothing is in progress, so pace retries of connect itself,
-                    // 1 ms apart, within the budget.
-                    if mayBlock { continue }
-                    switch budget.limit {
-                    case .none:
-                        throw budget.wouldBlock()
-                    case .forever:
-                        Sys.sleep(nanoseconds: 1_000_000)
-                    case .until(let end):
-                        let left = end - Sys.now()
-                        if left <= 0 { throw budget.timedOut }
-                        Sys.sleep(nanoseconds: min(left, 1_000_000))
+        try withCall(.connect, address: address, deadlineLeft: deadlineLeft, connectKind) { call throws(SocketError) in
+            let nonBlocking = call.budget.limit == .none
+            var inProgress = false
+            try perform(&call) { _, readiness throws(Errno) -> Void? in
+                if inProgress {
+                    // The wait saw the handshake end. Writable and nothing else is success
+                    // (an error would show as POLLERR); otherwise SO_ERROR says what happened.
+                    if readiness == Sys.pollOut { return () }
+                    if readiness == 0 { return nil }
+                    if let outcome = try Sys.pendingError(fd), outcome != .socketIsConnected { throw outcome }
+                    return ()
+                }
+                switch Sys.connect(fd, address) {
+                case .success:
+                    return ()
+                case .failure(let e):
+                    switch e {
+                    case .nowInProgress, .alreadyInProcess:
+                        inProgress = true
+                    case .interrupted where family != .unix:
+                        inProgress = true  // the kernel goes on with it: never call connect again blindly
+                    case .interrupted, .resourceTemporarilyUnavailable:
+                        break  // Unix: nothing is in progress (EAGAIN: the listener's queue is full); connect again
+                    default:
+                        throw e
                     }
-                    if isClosed { throw SocketError(.closed, .connect, address: address) }
-                    continue
-                } catch {
-                    throw failure(.connect, error, address: address)
+                    if nonBlocking && inProgress { throw Errno.nowInProgress }
+                    return nil
                 }
-                if case .none = budget.limit { throw budget.wouldBlock(.nowInProgress) }
-                try budget.wait(fd, for: Sys.pollOut)
-                if isClosed { throw SocketError(.closed, .connect, address: address) }
-                let outcome: Errno?
-                do throws(Errno) {
-                    outcome = try Sys.pendingError(fd)
-                } catch {
-                    throw failure(.connect, error, address: address)
-                }
-                guard let outcome, outcome != .socketIsConnected else { return }
-                throw failure(.connect, outcome, address: address)
             }
+            // Connected, but close() came first: the socket is of no use, and the call says so.
+            if isClosed { throw SocketError(.closed, .connect) }
         }
     }
 
@@ -229,10 +218,10 @@ extension Socket {
         }
     }
 
-    /// Errors from accept that mean "that connection died in the queue; try the next".
-    /// Linux reports pending network errors of the new connection through accept
-    /// (see accept(2), "Error handling").
-    static func acceptRetryable(_ e: Errno) -> Bool {
+    /// Errors from accept on a stream socket that mean "that connection died in the queue;
+    /// take the next": ECONNABORTED, and the pending network errors of the new connection
+    /// that Linux reports through accept (accept(2), "Error handling").
+    static func diedInQueue(_ e: Errno) -> Bool {
         switch e {
         case .connectionAbort, .protocolError, .protocolNotAvailable, .networkDown, .hostIsDown,
              .noRouteToHost, .networkUnreachable, .notSupportedOnSocket:

@@ -18,22 +18,19 @@ extension Socket {
 
     /// Sends some of `buffer` with no deadline: the same as
     /// ``send(_:deadline:)-(UnsafeRawBufferPointer,_)`` with `deadline: nil`, waiting at
-    /// most the socket's ``timeout``. This form never touches a `ContinuousClock.Instant`,
-    /// which is resilient and costs value-witness calls to pass around even as `nil`.
+    /// most the socket's ``timeout``.
     public func send(_ buffer: UnsafeRawBufferPointer) throws(SocketError) -> Int {
         try send(buffer, deadlineLeft: nil)
     }
 
     /// The body of both forms: the deadline in nanoseconds left (nil: none).
     func send(_ buffer: UnsafeRawBufferPointer, deadlineLeft: Int64?) throws(SocketError) -> Int {
-        // Never sleeps in the kernel (no direction): a blocking send would wait until it had
-        // sent everything, and `send` returns as soon as it has sent something.
-        try withCall(.send, address: nil, deadlineLeft: deadlineLeft, nil) { call throws(SocketError) in
+        try withCall(.send, address: nil, deadlineLeft: deadlineLeft, sendSomeKind) { call throws(SocketError) in
             do throws(SocketError) {
                 if buffer.isEmpty && type == .stream { return 0 }
-                return try perform(&call, events: Sys.pollOut) { _ throws(Errno) in try Sys.send(fd, buffer, mayBlock: false) }
+                return try perform(&call) { _, _ throws(Errno) in try Attempt.run(mayWait: false) { Sys.send(fd, buffer, mayWait: false) } }
             } catch {
-                throw error.at(peerAddressForMessages(fd))
+                throw addressed(error)
             }
         }
     }
@@ -62,8 +59,7 @@ extension Socket {
 
     /// Sends all of `buffer` with no deadline: the same as
     /// ``sendAll(_:deadline:)-(UnsafeRawBufferPointer,_)`` with `deadline: nil`, waiting at
-    /// most the socket's ``timeout``. This form never touches a `ContinuousClock.Instant`,
-    /// which is resilient and costs value-witness calls to pass around even as `nil`.
+    /// most the socket's ``timeout``.
     public func sendAll(_ buffer: UnsafeRawBufferPointer) throws(SocketError) {
         try sendAll(buffer, deadlineLeft: nil)
     }
@@ -81,17 +77,17 @@ extension Socket {
         }
         // The hot path, written out (not through `withCall`'s closure, which the optimizer
         // leaves as a call).
-        var call = try beginCall(.sendAll, address: nil, deadlineLeft: deadlineLeft, .send)
+        var call = try beginCall(.sendAll, address: nil, deadlineLeft: deadlineLeft, sendKind)
         defer { endCall(call) }
         do throws(SocketError) {
             while sent < buffer.count {
                 let rest = UnsafeRawBufferPointer(rebasing: buffer[sent...])
-                sent += try perform(&call, events: Sys.pollOut) { mayBlock throws(Errno) in
-                    try Sys.send(fd, rest, mayBlock: mayBlock)
+                sent += try perform(&call) { mayWait, _ throws(Errno) in
+                    try Attempt.run(mayWait: mayWait) { Sys.send(fd, rest, mayWait: mayWait) }
                 }
             }
         } catch {
-            throw error.at(peerAddressForMessages(fd)).transferred(sent)
+            throw addressed(error).transferred(sent)
         }
     }
 
@@ -100,9 +96,9 @@ extension Socket {
     func sendWithoutWaiting(_ buffer: UnsafeRawBufferPointer) throws(SocketError) -> Int {
         try withDescriptor(.sendAll, address: nil) { fd throws(SocketError) in
             do throws(Errno) {
-                return try Sys.send(fd, buffer, mayBlock: false) ?? 0
+                return try Attempt.run(mayWait: false) { Sys.send(fd, buffer, mayWait: false) } ?? 0
             } catch {
-                throw failure(.sendAll, error, address: nil).at(peerAddressForMessages(fd)).transferred(0)
+                throw addressed(failure(.sendAll, error, address: nil)).transferred(0)
             }
         }
     }
@@ -130,9 +126,7 @@ extension Socket {
     }
 
     /// Receives into `buffer` with no deadline: the same as ``receive(into:deadline:)``
-    /// with `deadline: nil`, waiting at most the socket's ``timeout``. This form never
-    /// touches a `ContinuousClock.Instant`, which is resilient and costs value-witness
-    /// calls to pass around even as `nil`.
+    /// with `deadline: nil`, waiting at most the socket's ``timeout``.
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> Int {
         try receive(into: buffer, deadlineLeft: nil)
     }
@@ -144,14 +138,14 @@ extension Socket {
         defer { endCall(call) }
         do throws(SocketError) {
             if buffer.isEmpty && type == .stream { return 0 }
-            let n = try perform(&call, events: Sys.pollIn) { mayBlock throws(Errno) in
-                try Sys.recv(fd, buffer, mayBlock: mayBlock)
+            let n = try perform(&call) { mayWait, _ throws(Errno) in
+                try Attempt.run(mayWait: mayWait) { Sys.recv(fd, buffer, mayWait: mayWait) }
             }
             // A wait woken by close() sees the shutdown as end of stream: report the close.
             if n == 0 && isClosed { throw SocketError(.closed, .receive) }
             return n
         } catch {
-            throw error.at(peerAddressForMessages(fd))
+            throw addressed(error)
         }
     }
 
@@ -196,8 +190,8 @@ extension Socket {
                 try withCall(.receive, address: nil, deadlineLeft: left, .receive) { call throws(SocketError) in
                     while filled < count {
                         let rest = UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(storage)[filled...])
-                        let n = try perform(&call, events: Sys.pollIn) { mayBlock throws(Errno) in
-                            try Sys.recv(fd, rest, mayBlock: mayBlock)
+                        let n = try perform(&call) { mayWait, _ throws(Errno) in
+                            try Attempt.run(mayWait: mayWait) { Sys.recv(fd, rest, mayWait: mayWait) }
                         }
                         if n == 0 {
                             throw SocketError(isClosed ? .closed : .endOfStream, .receive, address: peerAddressForMessages(fd))
@@ -228,9 +222,7 @@ extension Socket {
 
     /// Sends one datagram to `address` with no deadline: the same as
     /// ``send(_:to:deadline:)-(UnsafeRawBufferPointer,_,_)`` with `deadline: nil`, waiting
-    /// at most the socket's ``timeout``. This form never touches a
-    /// `ContinuousClock.Instant`, which is resilient and costs value-witness calls to pass
-    /// around even as `nil`.
+    /// at most the socket's ``timeout``.
     public func send(_ buffer: UnsafeRawBufferPointer, to address: SocketAddress) throws(SocketError) -> Int {
         try send(buffer, to: address, deadlineLeft: nil)
     }
@@ -238,9 +230,9 @@ extension Socket {
     /// The body of both forms: the deadline in nanoseconds left (nil: none).
     func send(_ buffer: UnsafeRawBufferPointer, to address: SocketAddress, deadlineLeft: Int64?) throws(SocketError) -> Int {
         try checkFamily(address, .sendTo)
-        return try withCall(.sendTo, address: address, deadlineLeft: deadlineLeft, .send) { call throws(SocketError) in
-            return try perform(&call, events: Sys.pollOut) { mayBlock throws(Errno) in
-                try Sys.sendTo(fd, buffer, address, mayBlock: mayBlock)
+        return try withCall(.sendTo, address: address, deadlineLeft: deadlineLeft, sendKind) { call throws(SocketError) in
+            return try perform(&call) { mayWait, _ throws(Errno) in
+                try Attempt.run(mayWait: mayWait) { Sys.sendTo(fd, buffer, address, mayWait: mayWait) }
             }
         }
     }
@@ -262,8 +254,7 @@ extension Socket {
 
     /// Receives one datagram into `buffer` with no deadline: the same as
     /// ``receive(from:deadline:)`` with `deadline: nil`, waiting at most the socket's
-    /// ``timeout``. This form never touches a `ContinuousClock.Instant`, which is resilient
-    /// and costs value-witness calls to pass around even as `nil`.
+    /// ``timeout``.
     public func receive(from buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> (count: Int, sender: SocketAddress) {
         try receive(from: buffer, deadlineLeft: nil)
     }
@@ -271,11 +262,13 @@ extension Socket {
     /// The body of both forms: the deadline in nanoseconds left (nil: none).
     func receive(from buffer: UnsafeMutableRawBufferPointer, deadlineLeft: Int64?) throws(SocketError) -> (count: Int, sender: SocketAddress) {
         try withCall(.receiveFrom, address: nil, deadlineLeft: deadlineLeft, .receive) { call throws(SocketError) in
-            let result = try perform(&call, events: Sys.pollIn) { mayBlock throws(Errno) in
-                try Sys.recvFrom(fd, buffer, mayBlock: mayBlock)
+            let (count, sender, named) = try perform(&call) { mayWait, _ throws(Errno) in
+                try Attempt.run(mayWait: mayWait) { Sys.recvFrom(fd, buffer, mayWait: mayWait) }
             }
-            if isClosed { throw SocketError(.closed, .receiveFrom) }
-            return result
+            // The wake-up of close()'s shutdown reads as an empty datagram from nobody. A
+            // datagram that did arrive is delivered, even if close() has begun meanwhile.
+            if count == 0 && !named && isClosed { throw SocketError(.closed, .receiveFrom) }
+            return (count, sender)
         }
     }
 
@@ -307,6 +300,12 @@ extension Socket {
     /// knows it; then the address the socket was connected to or accepted from.
     func peerAddressForMessages(_ fd: CInt) -> SocketAddress? {
         state.withLock { $0.peer } ?? (try? Sys.peerAddress(fd))
+    }
+
+    /// `error` with the peer's address, except a would-block: a non-blocking socket's
+    /// ordinary answer, which must cost no extra system call (`getpeername`).
+    func addressed(_ error: SocketError) -> SocketError {
+        error.kind == .wouldBlock ? error : error.at(peerAddressForMessages(fd))
     }
 }
 

@@ -1,4 +1,3 @@
-import Synchronization
 import SystemPackage
 
 /// Stream (TCP, or Unix stream) or datagram (UDP, or Unix datagram).
@@ -61,29 +60,19 @@ public final class Socket: Sendable, CustomStringConvertible {
     /// Stream or datagram, chosen at creation.
     public let type: SocketType
 
-    /// The descriptor. It never changes; it is closed once (``close()`` with no call in
-    /// flight, the last call to end after ``close()``, or `deinit`), and only a call counted
-    /// in `usage` may touch it.
+    /// The descriptor. It never changes; it is closed once, by the last call to leave a
+    /// closed socket, by ``close()`` when no call is in flight, or by `deinit`
+    /// (CallAccounting.swift).
     let fd: CInt
 
-    /// Calls using `fd`, calls that may be asleep on a kernel timer, and the socket's life,
-    /// in one word (``Usage``): a call starts and ends without the lock.
-    let usage: Atomic<UInt64>
+    /// Adopted (``init(adopting:)``): other processes may hold the same socket, so the
+    /// library never acts on it as a whole — no `shutdown(2)`, no kernel timers, and
+    /// O_NONBLOCK only while an accept or connect needs it.
+    let shared: Bool
+    /// Whether an adopted descriptor was non-blocking when adopted (restored after use).
+    let adoptedNonblocking: Bool
 
-    /// Whether a call may start on the kernel path without the lock, and the timeout it then
-    /// waits for (``Ticket``).
-    let ticket: Atomic<UInt64>
-
-    /// What calls plan with, under the lock: the timeout, the descriptor's mode, the peer.
-    struct State {
-        var timeout: SocketTimeout
-        /// The descriptor's blocking mode and kernel timers (see KernelTimers.swift).
-        var mode: DescriptorMode
-        /// The peer this socket was connected to or accepted from, for error messages once
-        /// the kernel has forgotten it (`getpeername` fails after a reset).
-        var peer: SocketAddress?
-    }
-
+    /// The timeout, the descriptor's mode and the calls in flight (CallAccounting.swift).
     let state: Locked<State>
 
     // MARK: creation
@@ -117,19 +106,19 @@ public final class Socket: Sendable, CustomStringConvertible {
     public convenience init(adopting descriptor: CInt) throws(SocketError) {
         let local: SocketAddress
         let rawType: CInt
-        var mode: DescriptorMode
+        let nonblocking: Bool
         do throws(Errno) {
             local = try Sys.localAddress(descriptor)
             rawType = try Sys.intOption(descriptor, level: Sys.solSocket, name: Sys.soType)
-            mode = DescriptorMode(nonblocking: try Sys.prepareDescriptor(descriptor))
-            mode.receiveTimer = try Sys.timer(descriptor, Sys.receiveTimer)
-            mode.sendTimer = try Sys.timer(descriptor, Sys.sendTimer)
+            nonblocking = try Sys.prepareDescriptor(descriptor)
         } catch {
             throw SocketError(.create, errno: error, detail: "descriptor \(descriptor) is not an open socket")
         }
         let type: SocketType = rawType == Sys.datagramType ? .datagram : .stream
+        let mode = DescriptorMode(receiveTimer: KernelTimer.unknown, sendTimer: KernelTimer.unknown,
+                                  nonblocking: nonblocking, timersSet: true)
         self.init(fd: descriptor, family: local.family, type: type, timeout: Socket.defaultTimeout, mode: mode,
-                  peer: try? Sys.peerAddress(descriptor))
+                  peer: try? Sys.peerAddress(descriptor), shared: true)
     }
 
     /// A connected pair of Unix-domain sockets (`socketpair(2)`), both with the process
@@ -145,23 +134,23 @@ public final class Socket: Sendable, CustomStringConvertible {
         }
     }
 
-    /// `mode` defaults to that of a descriptor the library created: blocking with no
-    /// kernel timers on Linux, non-blocking on Darwin.
+    /// `mode` defaults to that of a descriptor the library created.
     init(
         fd: CInt, family: SocketAddress.Family, type: SocketType, timeout: SocketTimeout,
-        mode: DescriptorMode = DescriptorMode(nonblocking: !Sys.kernelTimers), peer: SocketAddress? = nil
+        mode: DescriptorMode = .created, peer: SocketAddress? = nil, shared: Bool = false
     ) {
         self.family = family
         self.type = type
         self.fd = fd
-        usage = Atomic(mode.receiveTimer != nil || mode.sendTimer != nil ? Usage.timersSet : 0)
-        ticket = Atomic(Ticket.field(timeout) ?? 0)
+        self.shared = shared
+        adoptedNonblocking = mode.nonblocking
         state = Locked(State(timeout: timeout, mode: mode, peer: peer))
     }
 
     deinit {
         // Nobody can be inside a call (each holds a reference), so this is the last owner.
-        if usage.load(ordering: .acquiring) & Usage.released == 0 { Sys.close(fd) }
+        let (released, waker) = state.withLock { ($0.released, $0.waker) }
+        if !released { releaseDescriptors(waker) }
     }
 
     // MARK: timeouts
@@ -171,14 +160,7 @@ public final class Socket: Sendable, CustomStringConvertible {
     /// was created.
     public var timeout: SocketTimeout {
         get { state.withLock { $0.timeout } }
-        set {
-            state.withLock { s in
-                s.timeout = newValue
-                s.mode.deferred = 0
-                // No call starts on the fast path until one has planned with the new timeout.
-                ticket.store(Ticket.field(newValue) ?? 0, ordering: .sequentiallyConsistent)
-            }
-        }
+        set { state.withLock { $0.timeout = newValue } }
     }
 
     private static let defaultStorage = Locked(SocketTimeout.never)
@@ -195,35 +177,22 @@ public final class Socket: Sendable, CustomStringConvertible {
 
     /// Closes the socket. Idempotent, never throws, never blocks on other threads.
     ///
-    /// If other threads are waiting in a call on this socket, they are woken
-    /// (`shutdown(2)` of both directions) and fail with ``SocketError/Kind/closed``; the
-    /// descriptor is `close(2)`d when the last of them returns. Otherwise it is closed
-    /// at once. Every later call fails with ``SocketError/Kind/closed``.
-    /// A socket that is no longer referenced closes itself.
+    /// Every call waiting on the socket in another thread ends promptly with
+    /// ``SocketError/Kind/closed`` — whatever the call, family or type — and no call that
+    /// was still waiting returns success; the descriptor is `close(2)`d when the last of
+    /// them has returned (at once if none is in flight). Every later call fails with
+    /// ``SocketError/Kind/closed``. A socket that is no longer referenced closes itself.
+    ///
+    /// Underneath, the waiting calls are woken through an eventfd of the socket's own
+    /// (a pipe on Darwin), and those asleep in the kernel by `shutdown(2)`. On a socket
+    /// made with ``init(adopting:)`` the library never calls `shutdown(2)`, so other
+    /// processes holding the same socket are not disturbed.
     public func close() {
-        var word = usage.load(ordering: .relaxed)
-        while true {  // retried only when another call started or ended in between
-            if word & Usage.closing != 0 { return }
-            // With calls in flight, close() counts itself as one more user while it wakes
-            // them, so the last of them cannot close the descriptor (and free its number
-            // for reuse) under the shutdown.
-            let busy = Usage.users(word) != 0
-            let (done, seen) = usage.compareExchange(
-                expected: word, desired: (word | Usage.closing) &+ (busy ? Usage.user : 0),
-                ordering: .sequentiallyConsistent)
-            if done { break }
-            word = seen
-        }
-        if Usage.users(word) == 0 {
-            closeDescriptor()
-        } else {
-            try? Sys.shutdown(fd, how: Sys.shutBoth)
-            release(Usage.user)
-        }
+        closeAndWake()
     }
 
     /// True once ``close()`` has been called.
-    public var isClosed: Bool { usage.load(ordering: .acquiring) & Usage.closing != 0 }
+    public var isClosed: Bool { state.withLock { $0.closing } }
 
     /// Runs `body` with the descriptor, which stays open until `body` returns even if
     /// another thread calls ``close()``. This is the escape hatch for system calls the
@@ -232,199 +201,12 @@ public final class Socket: Sendable, CustomStringConvertible {
     ///
     /// - Throws: ``SocketError/Kind/closed`` if the socket is closed; whatever `body` throws.
     public func withUnsafeDescriptor<R, E: Error>(_ body: (CInt) throws(E) -> R) throws -> R {
-        try register(.getOption, address: nil, Usage.user)
-        defer { release(Usage.user) }
+        try state.withLock { s throws(SocketError) in
+            if s.closing { throw SocketError(.closed, .getOption) }
+            s.users += 1
+        }
+        defer { if let last = state.withLock({ $0.leave() }) { releaseDescriptors(last) } }
         return try body(fd)
-    }
-
-    // MARK: counting calls
-
-    /// Counts a call in `usage` (`delta`: one user, and one kernel call for the fast path),
-    /// or throws `.closed` once ``close()`` has been called.
-    @inline(__always)
-    func register(_ operation: SocketError.Operation, address: SocketAddress?, _ delta: UInt64) throws(SocketError) {
-        var word = usage.load(ordering: .relaxed)
-        while true {  // retried only when another call started or ended in between
-            if word & Usage.closing != 0 { throw SocketError(.closed, operation, address: address) }
-            let (done, seen) = usage.compareExchange(expected: word, desired: word &+ delta, ordering: .sequentiallyConsistent)
-            if done { return }
-            word = seen
-        }
-    }
-
-    /// Uncounts a call; the last user of a closed socket closes the descriptor.
-    @inline(__always)
-    func release(_ delta: UInt64) {
-        let before = usage.wrappingSubtract(delta, ordering: .sequentiallyConsistent).oldValue
-        if Usage.users(before) == 1 && before & Usage.closing != 0 { closeDescriptor() }
-    }
-
-    /// Closes `fd`: called exactly once, by whoever saw the last user leave a closing socket.
-    @inline(never)
-    func closeDescriptor() {
-        usage.bitwiseOr(Usage.released, ordering: .sequentiallyConsistent)
-        Sys.close(fd)
-    }
-
-    /// Runs one call that does not wait (bind, options, addresses) on the descriptor.
-    @inline(__always)
-    func withDescriptor<R>(
-        _ operation: SocketError.Operation, address: SocketAddress?,
-        _ body: (CInt) throws(SocketError) -> R
-    ) throws(SocketError) -> R {
-        try register(operation, address: address, Usage.user)
-        defer { release(Usage.user) }
-        return try body(fd)
-    }
-
-    // MARK: blocking calls
-
-    /// Starts a call that may wait: counts it, fixes its budget (throwing `.timedOut` for a
-    /// deadline already past, before any system call) and how it waits.
-    ///
-    /// The fast path takes no lock: with no deadline, when the ticket says the descriptor is
-    /// blocking with this direction's timer set for the socket's timeout, the call counts
-    /// itself as a user and a kernel call in one compare-and-swap and reads the ticket
-    /// again. A planner that would lengthen the timer clears the ticket first and then reads
-    /// the count (both sequentially consistent), so either it sees this call and leaves the
-    /// timer alone, or this call sees the cleared ticket and plans under the lock instead.
-    @inline(__always)
-    func beginCall(
-        _ operation: SocketError.Operation, address: SocketAddress?, deadlineLeft: Int64?,
-        _ direction: WaitDirection?, needsNonblocking: Bool = false
-    ) throws(SocketError) -> Call {
-        if deadlineLeft == nil, let direction, operation != .connect {
-            let ready = Ticket.ready(direction)
-            if ticket.load(ordering: .relaxed) & ready != 0 {
-                try register(operation, address: address, Usage.user + Usage.kernelCall)
-                let field = ticket.load(ordering: .sequentiallyConsistent)
-                if field & ready != 0 {
-                    return Call(
-                        budget: WaitBudget(ticket: field, operation), direction: direction,
-                        needsNonblocking: needsNonblocking, onKernelPath: true, holdsNonblocking: false)
-                }
-                usage.wrappingSubtract(Usage.kernelCall, ordering: .sequentiallyConsistent)
-                return try beginUnderLock(operation, address: address, deadlineLeft: nil, direction, needsNonblocking: needsNonblocking)
-            }
-        }
-        try register(operation, address: address, Usage.user)
-        return try beginUnderLock(operation, address: address, deadlineLeft: deadlineLeft, direction, needsNonblocking: needsNonblocking)
-    }
-
-    /// The slow start of a call already counted as a user: under the lock, fixes its budget
-    /// and how it waits, adjusting the descriptor if need be (see KernelTimers.swift).
-    @inline(never)
-    func beginUnderLock(
-        _ operation: SocketError.Operation, address: SocketAddress?, deadlineLeft: Int64?,
-        _ direction: WaitDirection?, needsNonblocking: Bool
-    ) throws(SocketError) -> Call {
-        do throws(SocketError) {
-            return try state.withLock { s throws(SocketError) -> Call in
-                let budget: WaitBudget
-                do throws(SocketError) {
-                    budget = try WaitBudget(s.timeout, deadlineLeft: deadlineLeft, operation)
-                } catch {
-                    throw error.at(address)
-                }
-                let how: Plan
-                do throws(Errno) {
-                    how = try plan(&s, budget, direction, needsNonblocking: needsNonblocking, byTimeout: deadlineLeft == nil)
-                } catch {
-                    throw SocketError(operation, errno: error, address: address)
-                }
-                if operation == .connect { s.peer = address }
-                return Call(
-                    budget: budget, direction: direction, needsNonblocking: needsNonblocking,
-                    onKernelPath: how == .kernel, holdsNonblocking: how == .poll && needsNonblocking,
-                    kernelPending: how == .tryFirst)
-            }
-        } catch {
-            release(Usage.user)
-            throw error
-        }
-    }
-
-    /// Ends a call begun by `beginCall`; the last user of a closed socket closes the descriptor.
-    @inline(__always)
-    func endCall(_ call: Call) {
-        if call.holdsNonblocking { state.withLock { $0.mode.pollCalls -= 1 } }
-        release(call.onKernelPath ? Usage.user + Usage.kernelCall : Usage.user)
-    }
-
-    /// Runs one blocking call between `beginCall` and `endCall`.
-    @inline(__always)
-    func withCall<R>(
-        _ operation: SocketError.Operation, address: SocketAddress?, deadlineLeft: Int64?,
-        _ direction: WaitDirection?, needsNonblocking: Bool = false,
-        _ body: (inout Call) throws(SocketError) -> R
-    ) throws(SocketError) -> R {
-        var call = try beginCall(operation, address: address, deadlineLeft: deadlineLeft, direction, needsNonblocking: needsNonblocking)
-        defer { endCall(call) }
-        do throws(SocketError) {
-            return try body(&call)
-        } catch {
-            throw error.at(address)  // errors from the budget and the wait loop carry none
-        }
-    }
-
-    /// Moves a call from the kernel path to the poll path once its kernel attempt is made.
-    func leaveKernelPath(_ call: inout Call) throws(SocketError) {
-        usage.wrappingSubtract(Usage.kernelCall, ordering: .sequentiallyConsistent)
-        call.onKernelPath = false
-        guard call.needsNonblocking else { return }
-        let failed: Errno? = state.withLock { s in
-            do throws(Errno) { try holdNonblocking(&s.mode) } catch { return error }
-            return nil
-        }
-        if let failed { throw failure(call.budget.operation, failed, address: nil) }
-        call.holdsNonblocking = true
-    }
-
-    /// Starts the next attempt of a call: returns whether it may sleep in the kernel (only
-    /// the first attempt on the kernel path), and moves a call whose kernel attempt is made
-    /// to the poll path.
-    @inline(__always)
-    func nextAttempt(_ call: inout Call) throws(SocketError) -> Bool {
-        if call.onKernelPath && call.kernelAttemptMade { try leaveKernelPath(&call) }
-        defer { call.kernelAttemptMade = true }
-        return call.mayBlock
-    }
-
-    /// Runs `attempt` until it completes, waiting for `events` between tries within the
-    /// call's budget. `attempt(mayBlock)` returns nil when the operation did not complete;
-    /// it may sleep in the kernel only when `mayBlock` is true (the call's first attempt on
-    /// the kernel path).
-    @inline(__always)
-    func perform<R>(
-        _ call: inout Call, events: Int16, _ attempt: (_ mayBlock: Bool) throws(Errno) -> R?
-    ) throws(SocketError) -> R {
-        while true {
-            let mayBlock = try nextAttempt(&call)
-            let result: R?
-            do throws(Errno) {
-                result = try attempt(mayBlock)
-            } catch {
-                throw failure(call.budget.operation, error, address: nil)
-            }
-            if let result { return result }
-            // A call that tried without waiting must wait after all: set its timer, and
-            // sleep in the kernel on the next attempt if there is time for that.
-            if call.kernelPending {
-                try takeKernelPath(&call)
-                if call.onKernelPath { continue }
-            }
-            // Not ready: the kernel's timer fired, a signal came, or the descriptor is
-            // non-blocking. Either way, wait by ppoll for what is left, then try again.
-            try call.budget.wait(fd, for: events)
-            if isClosed { throw SocketError(.closed, call.budget.operation) }
-        }
-    }
-
-    /// The error for a failed system call, or `.closed` if the socket was closed meanwhile
-    /// (a call woken by `close()` sees EOF or an error from the shutdown, not the truth).
-    func failure(_ operation: SocketError.Operation, _ errno: Errno, address: SocketAddress?) -> SocketError {
-        if isClosed { return SocketError(.closed, operation, address: address) }
-        return SocketError(operation, errno: errno, address: address)
     }
 
     public var description: String {

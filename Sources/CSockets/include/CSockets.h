@@ -12,6 +12,8 @@
 int csockets_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 /// ppoll(2) with no signal mask change.
 int csockets_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout);
+/// eventfd(2), close-on-exec and non-blocking: the descriptor close() writes to wake waiters.
+int csockets_eventfd(void);
 #endif
 
 #endif

@@ -2,20 +2,20 @@
 //
 // Each shim is one libc call. errno is read at once, inside the same non-inlined function,
 // so that nothing the Swift runtime does between the call and the read can overwrite it
-// (SwiftNIO's System.swift explains the hazard). Failures come back as typed `Errno` throws;
-// the layer above adds the operation and address and decides what would-block means.
+// (SwiftNIO's System.swift explains the hazard). The shims decide nothing: the data calls
+// (accept, connect, send, recv, sendto, recvfrom, poll) return the kernel's answer as a
+// `Result` with the errno, and `Attempt.swift` (retry EINTR, EAGAIN as "not yet") and the
+// wait loop above it decide what each answer means. The other shims throw their `Errno`.
 //
 // Platform differences live here and only here:
-// - Linux (Glibc, Musl): SOCK_CLOEXEC at creation, accept4, MSG_NOSIGNAL on every send,
+// - Linux (Glibc, Musl): SOCK_CLOEXEC | SOCK_NONBLOCK at creation, accept4 (born blocking), MSG_NOSIGNAL on every send,
 //   MSG_DONTWAIT for a non-blocking attempt on a blocking descriptor, SO_RCVTIMEO and
-//   SO_SNDTIMEO as kernel-side timers, ppoll for nanosecond waits.
+//   SO_SNDTIMEO as kernel-side timers, ppoll for nanosecond waits, eventfd as the waker.
 // - Darwin: fcntl after creation (O_NONBLOCK, FD_CLOEXEC), SO_NOSIGPIPE per socket, poll with
-//   milliseconds rounded up; every wait is a poll (no kernel-side timers).
+//   milliseconds rounded up, a pipe as the waker; every wait is a poll (no kernel timers).
 //
-// The data calls take `mayBlock`. False: the attempt must not wait (MSG_DONTWAIT, or an
-// O_NONBLOCK descriptor for accept), EINTR is retried, EAGAIN returns nil. True: the call may
-// sleep in the kernel, bounded by the descriptor's SO_RCVTIMEO/SO_SNDTIMEO; then EINTR returns
-// nil as EAGAIN does, because retrying it would restart the kernel's timer from zero.
+// In debug builds each data shim first asks the test seam (`Seam.swift`) whether to fail
+// with an injected errno instead of calling the kernel.
 
 #if canImport(Glibc)
 import Glibc
@@ -41,11 +41,13 @@ enum Sys {
     #if canImport(Glibc)
     static let streamType = CInt(SOCK_STREAM.rawValue)
     static let datagramType = CInt(SOCK_DGRAM.rawValue)
-    static let createFlags = CInt(SOCK_CLOEXEC.rawValue)
+    static let createFlags = CInt(SOCK_CLOEXEC.rawValue | SOCK_NONBLOCK.rawValue)
+    static let acceptFlags = CInt(SOCK_CLOEXEC.rawValue)
     #elseif canImport(Musl)
     static let streamType = CInt(SOCK_STREAM)
     static let datagramType = CInt(SOCK_DGRAM)
-    static let createFlags = CInt(SOCK_CLOEXEC)
+    static let createFlags = CInt(SOCK_CLOEXEC | SOCK_NONBLOCK)
+    static let acceptFlags = CInt(SOCK_CLOEXEC)
     #else
     static let streamType = SOCK_STREAM
     static let datagramType = SOCK_DGRAM
@@ -63,20 +65,13 @@ enum Sys {
     #endif
     static let dontWait = CInt(MSG_DONTWAIT)
 
-    /// The result of an attempt that did not complete: EAGAIN, or EINTR / a kernel timer on a
-    /// call that was allowed to block.
-    @inline(__always)
-    static func incomplete(_ e: Errno, mayBlock: Bool) -> Bool {
-        e == .resourceTemporarilyUnavailable || e == .wouldBlock || (mayBlock && e == .interrupted)
-    }
-
     static let inet = AF_INET
     static let inet6 = AF_INET6
     static let local = AF_UNIX
 
     // MARK: creation and teardown
 
-    /// `socket(2)`, close-on-exec; blocking on Linux, non-blocking and `SO_NOSIGPIPE` on Darwin.
+    /// `socket(2)`, close-on-exec and non-blocking (on Darwin also `SO_NOSIGPIPE`).
     @inline(never)
     static func socket(domain: CInt, type: CInt, protocol proto: CInt) throws(Errno) -> CInt {
         #if os(Linux)
@@ -238,10 +233,12 @@ enum Sys {
         if rc != 0 { throw lastErrno() }
     }
 
-    /// `connect(2)` once. EINPROGRESS and EINTR both mean "in progress": the caller waits
-    /// for writability and reads SO_ERROR; it never calls connect again blindly.
+    /// `connect(2)` once. Waits or not as the descriptor's O_NONBLOCK says.
     @inline(never)
-    static func connect(_ fd: CInt, _ address: SocketAddress) throws(Errno) {
+    static func connect(_ fd: CInt, _ address: SocketAddress) -> Result<Void, Errno> {
+        #if DEBUG
+        if let injected = Seam.fault(.connect, fd) { return .failure(injected) }
+        #endif
         let rc = address.withSockAddr { sa, len in
             #if canImport(Glibc)
             Glibc.connect(fd, sa, len)
@@ -251,36 +248,33 @@ enum Sys {
             Darwin.connect(fd, sa, len)
             #endif
         }
-        if rc != 0 { throw lastErrno() }
+        return rc == 0 ? .success(()) : .failure(lastErrno())
     }
 
     /// `accept4(2)` (accept + fcntl on Darwin): the new descriptor is close-on-exec from
-    /// birth, blocking on Linux. Returns nil when incomplete (see `mayBlock` above).
+    /// birth, blocking on Linux. Waits or not as the listener's O_NONBLOCK says (`mayWait`
+    /// says which, for the test seam).
     @inline(never)
-    static func accept(_ fd: CInt, mayBlock: Bool) throws(Errno) -> (CInt, SocketAddress)? {
+    static func accept(_ fd: CInt, mayWait: Bool) -> Result<(CInt, SocketAddress), Errno> {
+        #if DEBUG
+        if let injected = Seam.fault(.accept, fd, mayWait: mayWait) { return .failure(injected) }
+        #endif
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        while true {
-            let newFD = withUnsafeMutablePointer(to: &storage) { ptr in
-                ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                    #if os(Linux)
-                    csockets_accept4(fd, sa, &len, createFlags)
-                    #else
-                    Darwin.accept(fd, sa, &len)
-                    #endif
-                }
-            }
-            if newFD >= 0 {
-                #if !os(Linux)
-                do throws(Errno) { try prepareDescriptor(newFD) } catch { close(newFD); throw error }
+        let newFD = withUnsafeMutablePointer(to: &storage) { ptr in
+            ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                #if os(Linux)
+                csockets_accept4(fd, sa, &len, acceptFlags)
+                #else
+                Darwin.accept(fd, sa, &len)
                 #endif
-                return (newFD, SocketAddress(storage: storage, length: len))
             }
-            let e = lastErrno()
-            if incomplete(e, mayBlock: mayBlock) { return nil }
-            if e == .interrupted { continue }
-            throw e
         }
+        if newFD < 0 { return .failure(lastErrno()) }
+        #if !os(Linux)
+        do throws(Errno) { try prepareDescriptor(newFD) } catch { close(newFD); return .failure(error) }
+        #endif
+        return .success((newFD, SocketAddress(storage: storage, length: len)))
     }
 
     /// Reads and clears `SO_ERROR`: the outcome of a non-blocking connect.
@@ -305,6 +299,9 @@ enum Sys {
 
     @inline(never)
     static func peerAddress(_ fd: CInt) throws(Errno) -> SocketAddress {
+        #if DEBUG
+        if let injected = Seam.fault(.getpeername, fd) { throw injected }
+        #endif
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let rc = withUnsafeMutablePointer(to: &storage) { ptr in
@@ -316,93 +313,70 @@ enum Sys {
 
     // MARK: data
 
-    /// `send(2)` with MSG_NOSIGNAL. Returns nil when incomplete (see `mayBlock` above).
+    /// `send(2)` with MSG_NOSIGNAL, and MSG_DONTWAIT unless `mayWait`.
     /// Inlined: the success path is the whole of a round trip's user-space work.
     @inline(__always)
-    static func send(_ fd: CInt, _ buffer: UnsafeRawBufferPointer, mayBlock: Bool) throws(Errno) -> Int? {
-        let flags = mayBlock ? sendFlags : sendFlags | dontWait
-        let n = rawSend(fd, buffer, flags)
-        return n >= 0 ? n : try retry(mayBlock: mayBlock) { rawSend(fd, buffer, flags) }
-    }
-
-    @inline(__always)
-    private static func rawSend(_ fd: CInt, _ buffer: UnsafeRawBufferPointer, _ flags: CInt) -> Int {
-        #if canImport(Glibc)
-        Glibc.send(fd, buffer.baseAddress, buffer.count, flags)
-        #elseif canImport(Musl)
-        Musl.send(fd, buffer.baseAddress, buffer.count, flags)
-        #else
-        Darwin.send(fd, buffer.baseAddress, buffer.count, flags)
+    static func send(_ fd: CInt, _ buffer: UnsafeRawBufferPointer, mayWait: Bool) -> Result<Int, Errno> {
+        #if DEBUG
+        if let injected = Seam.fault(.send, fd, mayWait: mayWait) { return .failure(injected) }
         #endif
-    }
-
-    /// `recv(2)`. Returns nil when incomplete (see `mayBlock` above); 0 is end of stream.
-    /// Inlined, as `send`.
-    @inline(__always)
-    static func recv(_ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer, mayBlock: Bool) throws(Errno) -> Int? {
-        let flags = mayBlock ? 0 : dontWait
-        let n = rawRecv(fd, buffer, flags)
-        return n >= 0 ? n : try retry(mayBlock: mayBlock) { rawRecv(fd, buffer, flags) }
-    }
-
-    @inline(__always)
-    private static func rawRecv(_ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer, _ flags: CInt) -> Int {
+        let flags = mayWait ? sendFlags : sendFlags | dontWait
         #if canImport(Glibc)
-        Glibc.recv(fd, buffer.baseAddress, buffer.count, flags)
+        let n = Glibc.send(fd, buffer.baseAddress, buffer.count, flags)
         #elseif canImport(Musl)
-        Musl.recv(fd, buffer.baseAddress, buffer.count, flags)
+        let n = Musl.send(fd, buffer.baseAddress, buffer.count, flags)
         #else
-        Darwin.recv(fd, buffer.baseAddress, buffer.count, flags)
+        let n = Darwin.send(fd, buffer.baseAddress, buffer.count, flags)
         #endif
+        return n >= 0 ? .success(n) : .failure(lastErrno())
     }
 
-    /// The rest of `send` or `recv` after `call` failed once: reads errno (first, before
-    /// anything can change it); nil when incomplete, `call` again after EINTR, else throws.
-    @inline(never)
-    private static func retry(mayBlock: Bool, _ call: () -> Int) throws(Errno) -> Int? {
-        while true {
-            let e = lastErrno()
-            if incomplete(e, mayBlock: mayBlock) { return nil }
-            guard e == .interrupted else { throw e }
-            let n = call()
-            if n >= 0 { return n }
-        }
+    /// `recv(2)`, with MSG_DONTWAIT unless `mayWait`; 0 is end of stream. Inlined, as `send`.
+    @inline(__always)
+    static func recv(_ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer, mayWait: Bool) -> Result<Int, Errno> {
+        #if DEBUG
+        if let injected = Seam.fault(.recv, fd, mayWait: mayWait) { return .failure(injected) }
+        #endif
+        let flags = mayWait ? 0 : dontWait
+        #if canImport(Glibc)
+        let n = Glibc.recv(fd, buffer.baseAddress, buffer.count, flags)
+        #elseif canImport(Musl)
+        let n = Musl.recv(fd, buffer.baseAddress, buffer.count, flags)
+        #else
+        let n = Darwin.recv(fd, buffer.baseAddress, buffer.count, flags)
+        #endif
+        return n >= 0 ? .success(n) : .failure(lastErrno())
     }
 
-    /// `sendto(2)` with MSG_NOSIGNAL. Returns nil when incomplete (see `mayBlock` above).
+    /// `sendto(2)` with MSG_NOSIGNAL, and MSG_DONTWAIT unless `mayWait`.
     @inline(never)
-    static func sendTo(_ fd: CInt, _ buffer: UnsafeRawBufferPointer, _ address: SocketAddress, mayBlock: Bool) throws(Errno) -> Int? {
-        let sendFlags = mayBlock ? sendFlags : sendFlags | dontWait
-        while true {
-            let n = address.withSockAddr { sa, len in
-                sendto(fd, buffer.baseAddress, buffer.count, sendFlags, sa, len)
-            }
-            if n >= 0 { return n }
-            let e = lastErrno()
-            if incomplete(e, mayBlock: mayBlock) { return nil }
-            if e == .interrupted { continue }
-            throw e
-        }
+    static func sendTo(_ fd: CInt, _ buffer: UnsafeRawBufferPointer, _ address: SocketAddress, mayWait: Bool) -> Result<Int, Errno> {
+        #if DEBUG
+        if let injected = Seam.fault(.sendTo, fd, mayWait: mayWait) { return .failure(injected) }
+        #endif
+        let flags = mayWait ? sendFlags : sendFlags | dontWait
+        let n = address.withSockAddr { sa, len in sendto(fd, buffer.baseAddress, buffer.count, flags, sa, len) }
+        return n >= 0 ? .success(n) : .failure(lastErrno())
     }
 
-    /// `recvfrom(2)`. Returns nil when incomplete (see `mayBlock` above).
+    /// `recvfrom(2)`, with MSG_DONTWAIT unless `mayWait`: the length, the sender, and
+    /// whether the kernel gave the sender's address (an unbound Unix sender has none, and
+    /// neither has the wake-up of a `shutdown(2)`).
     @inline(never)
-    static func recvFrom(_ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer, mayBlock: Bool) throws(Errno) -> (Int, SocketAddress)? {
-        let flags = mayBlock ? 0 : dontWait
+    static func recvFrom(_ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer, mayWait: Bool) -> Result<(Int, SocketAddress, named: Bool), Errno> {
+        #if DEBUG
+        if let injected = Seam.fault(.recvFrom, fd, mayWait: mayWait) { return .failure(injected) }
+        #endif
+        let flags = mayWait ? 0 : dontWait
         var storage = sockaddr_storage()
-        while true {
-            var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            let n = withUnsafeMutablePointer(to: &storage) { ptr in
-                ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    recvfrom(fd, buffer.baseAddress, buffer.count, flags, $0, &len)
-                }
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let n = withUnsafeMutablePointer(to: &storage) { ptr in
+            ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                recvfrom(fd, buffer.baseAddress, buffer.count, flags, $0, &len)
             }
-            if n >= 0 { return (n, SocketAddress(storage: storage, length: len)) }
-            let e = lastErrno()
-            if incomplete(e, mayBlock: mayBlock) { return nil }
-            if e == .interrupted { continue }
-            throw e
         }
+        if n < 0 { return .failure(lastErrno()) }
+        return .success((n, SocketAddress(storage: storage, length: len), len != 0))
     }
 
     // MARK: options
@@ -425,40 +399,86 @@ enum Sys {
     static let pollIn = Int16(POLLIN)
     static let pollOut = Int16(POLLOUT)
 
-    /// Waits for `events` on `fd` for at most `timeout` (nil: forever). Returns the
-    /// `revents` (0 when the time ran out). EINTR is thrown so the caller can recompute
-    /// the time that is left; the kernel's own clock decides only when to wake us, never
-    /// whether the caller's deadline has passed.
+    /// What one `poll` saw: the socket's `revents` (0: not ready) and whether the waker fired.
+    struct PollOutcome {
+        var revents: Int16
+        var woken: Bool
+    }
+
+    /// Waits for `events` on `fd`, or for `waker` to be written (-1: no waker), for at most
+    /// `nanoseconds` (nil: forever); `fd` -1 waits for the waker alone. The kernel's clock
+    /// decides only when to wake us, never whether the caller's deadline has passed:
+    /// EINTR comes back as a failure for the caller to retry with the time that is left.
     ///
     /// Linux: `ppoll(2)` with a nanosecond timespec. Darwin: `poll(2)` with the timeout
     /// rounded *up* to whole milliseconds, so it never wakes early.
     @inline(never)
-    static func poll(_ fd: CInt, events: Int16, nanoseconds: Int64?) throws(Errno) -> Int16 {
-        var pfd = pollfd(fd: fd, events: events, revents: 0)
-        #if os(Linux)
-        let rc: CInt
-        if let nanoseconds {
-            var ts = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
-            rc = csockets_ppoll(&pfd, 1, &ts)
-        } else {
-            rc = csockets_ppoll(&pfd, 1, nil)
-        }
-        #else
-        var ms: CInt = -1
-        if let nanoseconds {
-            ms = CInt(clamping: nanoseconds / 1_000_000 + (nanoseconds % 1_000_000 == 0 ? 0 : 1))
-        }
-        let rc = Darwin.poll(&pfd, 1, ms)
+    static func poll(_ fd: CInt, events: Int16, waker: CInt, nanoseconds: Int64?) -> Result<PollOutcome, Errno> {
+        #if DEBUG
+        if let injected = Seam.fault(.poll, fd) { return .failure(injected) }
         #endif
-        if rc < 0 { throw lastErrno() }
-        return rc == 0 ? 0 : pfd.revents
+        var fds = (pollfd(fd: fd, events: events, revents: 0), pollfd(fd: waker, events: Int16(POLLIN), revents: 0))
+        let rc: CInt = withUnsafeMutableBytes(of: &fds) { raw in
+            let pfds = raw.baseAddress!.assumingMemoryBound(to: pollfd.self)
+            // A negative descriptor is ignored by poll; leave it out of the count all the same.
+            let first = fd < 0 ? pfds + 1 : pfds
+            let count = nfds_t((fd < 0 ? 0 : 1) + (waker < 0 ? 0 : 1))
+            #if os(Linux)
+            if let nanoseconds {
+                var ts = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+                return csockets_ppoll(first, count, &ts)
+            }
+            return csockets_ppoll(first, count, nil)
+            #else
+            var ms: CInt = -1
+            if let nanoseconds {
+                ms = CInt(clamping: nanoseconds / 1_000_000 + (nanoseconds % 1_000_000 == 0 ? 0 : 1))
+            }
+            return Darwin.poll(first, count, ms)
+            #endif
+        }
+        if rc < 0 { return .failure(lastErrno()) }
+        return .success(PollOutcome(revents: fd < 0 ? 0 : fds.0.revents, woken: waker >= 0 && fds.1.revents != 0))
     }
 
-    /// Sleeps for `duration` (used only to pace retries of an AF_UNIX connect whose
-    /// listener's queue is full, which reports EAGAIN rather than "in progress").
-    static func sleep(nanoseconds: Int64) {
-        var ts = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
-        _ = nanosleep(&ts, nil)
+    // MARK: the waker
+
+    /// The descriptor pair ``Socket/close()`` writes to so that every call waiting in `poll`
+    /// on the socket wakes, without acting on the socket itself (which other processes may
+    /// share). Linux: one eventfd, both ends. Darwin: a pipe.
+    struct Waker {
+        let readFD: CInt
+        let writeFD: CInt
+    }
+
+    /// A new waker, close-on-exec and non-blocking.
+    @inline(never)
+    static func makeWaker() throws(Errno) -> Waker {
+        #if os(Linux)
+        let fd = csockets_eventfd()
+        if fd < 0 { throw lastErrno() }
+        return Waker(readFD: fd, writeFD: fd)
+        #else
+        var fds: [CInt] = [-1, -1]
+        if pipe(&fds) != 0 { throw lastErrno() }
+        for fd in fds {
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        }
+        return Waker(readFD: fds[0], writeFD: fds[1])
+        #endif
+    }
+
+    /// Makes the waker readable for good (it is never drained): every poll on it returns.
+    @inline(never)
+    static func wake(_ waker: Waker) {
+        var one: UInt64 = 1
+        _ = withUnsafeBytes(of: &one) { write(waker.writeFD, $0.baseAddress, waker.readFD == waker.writeFD ? 8 : 1) }
+    }
+
+    static func close(_ waker: Waker) {
+        close(waker.readFD)
+        if waker.writeFD != waker.readFD { close(waker.writeFD) }
     }
 }
 

@@ -101,41 +101,64 @@ struct WaitBudget {
     }
 
     /// Blocks until `fd` is ready for `events` (or reports an error or hang-up, which the
-    /// next attempt of the operation will surface), or the budget runs out.
+    /// next attempt of the operation will surface), `waker` is written (``Socket/close()``),
+    /// or the budget runs out. Returns what poll saw on the descriptor (`revents`; 0 when
+    /// woken by the waker).
     ///
     /// The kernel's wake-up decides nothing: after every return from `poll` the clock is
     /// read again, so the call never gives up before its instant, and EINTR simply loops
-    /// with the time that is left.
+    /// with the time that is left. `sliced` (an adopted socket for which no waker could be
+    /// made: no descriptor to spare): it polls in slices of ``noWakerSlice`` and asks
+    /// `stillOpen` between them.
     ///
     /// - Throws: ``SocketError/Kind/timedOut`` when the instant passes,
     ///   ``SocketError/Kind/wouldBlock`` for a non-blocking socket.
-    func wait(_ fd: CInt, for events: Int16) throws(SocketError) {
+    func wait(_ fd: CInt, for events: Int16, waker: CInt, sliced: Bool, stillOpen: () -> Bool) throws(SocketError) -> Int16 {
+        if case .none = limit { throw wouldBlock() }
+        while true {
+            var span: Int64?
+            if case .until(let end) = limit {
+                let now = Sys.now()
+                if now >= end { throw timedOut }
+                span = WaitBudget.pollSpan(end - now)
+            }
+            if sliced {
+                if !stillOpen() { return 0 }
+                span = min(span ?? WaitBudget.noWakerSlice, WaitBudget.noWakerSlice)
+            }
+            switch Sys.poll(fd, events: events, waker: waker, nanoseconds: span) {
+            case .success(let seen):
+                if seen.revents != 0 || seen.woken { return seen.revents }
+            case .failure(let e):
+                if e != .interrupted { throw SocketError(operation, errno: e) }
+            }
+        }
+    }
+
+    /// How often a wait with no waker looks whether the socket was closed.
+    static let noWakerSlice: Int64 = 10_000_000
+
+    /// Sleeps for `nanoseconds` (less if the budget ends sooner), or until `waker` is
+    /// written (`close()`): the wait of a call that has nothing reliable to poll for (a
+    /// Unix datagram send to a full receiver, a Unix connect to a full listener — poll
+    /// calls both sockets writable, and an unconnected Unix stream socket hung up). The
+    /// caller tries again after it.
+    ///
+    /// - Throws: ``SocketError/Kind/timedOut`` when the instant has passed,
+    ///   ``SocketError/Kind/wouldBlock`` for a non-blocking socket.
+    func pause(_ nanoseconds: Int64, waker: CInt) throws(SocketError) {
+        var span = nanoseconds
         switch limit {
         case .none:
             throw wouldBlock()
         case .forever:
-            while true {
-                do throws(Errno) {
-                    if try Sys.poll(fd, events: events, nanoseconds: nil) != 0 { return }
-                } catch .interrupted {
-                    continue
-                } catch {
-                    throw SocketError(operation, errno: error)
-                }
-            }
+            break
         case .until(let end):
-            while true {
-                let now = Sys.now()
-                if now >= end { throw timedOut }
-                do throws(Errno) {
-                    if try Sys.poll(fd, events: events, nanoseconds: WaitBudget.pollSpan(end - now)) != 0 { return }
-                } catch .interrupted {
-                    continue
-                } catch {
-                    throw SocketError(operation, errno: error)
-                }
-            }
+            let left = end - Sys.now()
+            if left <= 0 { throw timedOut }
+            span = min(span, left)
         }
+        _ = Sys.poll(-1, events: 0, waker: waker, nanoseconds: span)  // EINTR: the caller tries again early
     }
 }
 

@@ -1,0 +1,121 @@
+import SystemPackage
+
+// Who may touch the descriptor, and how close() ends every call waiting on it.
+//
+// Every call that uses the descriptor is counted in `State.users` under the socket's lock
+// while it does; `close()` only marks the socket closing and wakes the calls in flight, and
+// the last of them to leave closes the descriptor — so no call ever passes a descriptor
+// number that has been closed and perhaps reused.
+//
+// Waking: on a descriptor that is the library's alone, `close()` with calls in flight
+// issues `shutdown(2)`, which ends every wait on the socket at once — a call asleep in the
+// kernel (the kernel path is taken only by calls that `shutdown` wakes; see
+// KernelTimerPolicy.swift) and a call in `ppoll`, which then sees POLLHUP. A call between
+// its check for `closing` (under the lock) and its system call finds the socket already
+// shut down and returns at once. An adopted descriptor may be shared with other processes,
+// for which `shutdown` would end the socket too: there, every wait is a `ppoll` that also
+// watches the socket's waker, an eventfd (a pipe on Darwin) that `close()` writes to. So is
+// the paced wait of a Unix connect or datagram send (WaitLoop.swift), which has nothing on
+// the socket to poll for.
+
+extension Socket {
+    /// All that calls plan with and account in, under the socket's lock.
+    struct State {
+        var timeout: SocketTimeout
+        /// The descriptor's blocking mode, kernel timers and the calls relying on them.
+        var mode: DescriptorMode
+        /// The peer this socket was connected to or accepted from, for error messages once
+        /// the kernel has forgotten it (`getpeername` fails after a reset).
+        var peer: SocketAddress?
+        /// Calls using the descriptor, and `close()` while it wakes them.
+        var users = 0
+        /// ``Socket/close()`` has been called: no call may start.
+        var closing = false
+        /// The descriptor has been closed (exactly once).
+        var released = false
+        /// Written by `close()`; made by the first call that waits in poll on an adopted
+        /// socket, or paces.
+        var waker: Sys.Waker?
+
+        init(timeout: SocketTimeout, mode: DescriptorMode, peer: SocketAddress?) {
+            (self.timeout, self.mode, self.peer) = (timeout, mode, peer)
+        }
+
+        /// Uncounts a user; returns the waker (and marks the socket released) when it was
+        /// the last of a closing socket, whose descriptors the caller must then close.
+        mutating func leave() -> Sys.Waker?? {
+            users -= 1
+            guard closing && users == 0 && !released else { return nil }
+            released = true
+            return .some(waker)
+        }
+    }
+
+    /// Marks the socket closing and wakes every call in flight (see the comment at the top).
+    func closeAndWake() {
+        enum Action { case nothing, release(Sys.Waker?), wake(Sys.Waker?, shutdown: Bool) }
+        let action = state.withLock { s -> Action in
+            if s.closing { return .nothing }
+            s.closing = true
+            if s.users == 0 {
+                s.released = true
+                return .release(s.waker)
+            }
+            // close() counts itself as a user while it wakes the others, so the last of
+            // them cannot close the descriptor (and free its number) under the shutdown.
+            s.users += 1
+            return .wake(s.waker, shutdown: !shared)
+        }
+        switch action {
+        case .nothing:
+            return
+        case .release(let waker):
+            releaseDescriptors(waker)
+        case .wake(let waker, let shutdown):
+            if shutdown { try? Sys.shutdown(fd, how: Sys.shutBoth) }
+            if let waker { Sys.wake(waker) }
+            if let last = state.withLock({ $0.leave() }) { releaseDescriptors(last) }
+        }
+    }
+
+    /// Closes the socket's descriptor and its waker: called exactly once, by whoever saw the
+    /// last user leave a closing socket (or by `deinit`).
+    func releaseDescriptors(_ waker: Sys.Waker?) {
+        Sys.close(fd)
+        if let waker { Sys.close(waker) }
+    }
+
+    /// Runs one call that does not wait (bind, options, addresses) on the descriptor.
+    ///
+    /// - Throws: `.closed` once `close()` has been called; whatever `body` throws.
+    @inline(__always)
+    func withDescriptor<R>(
+        _ operation: SocketError.Operation, address: SocketAddress?,
+        _ body: (CInt) throws(SocketError) -> R
+    ) throws(SocketError) -> R {
+        try state.withLock { s throws(SocketError) in
+            if s.closing { throw SocketError(.closed, operation, address: address) }
+            s.users += 1
+        }
+        defer { if let last = state.withLock({ $0.leave() }) { releaseDescriptors(last) } }
+        return try body(fd)
+    }
+
+    /// The socket's waker, for a call about to wait on it: made on first need.
+    /// -1 when none could be made (no descriptor to spare): such waits poll in short slices.
+    /// Called under the lock, after the check for `closing` (a waker made after `close()`
+    /// would never be written).
+    func waker(_ s: inout State) -> CInt {
+        if let waker = s.waker { return waker.readFD }
+        guard let waker = try? Sys.makeWaker() else { return -1 }
+        s.waker = waker
+        return waker.readFD
+    }
+
+    /// The error for a failed system call, or `.closed` if the socket was closed meanwhile
+    /// (a call woken by `close()` sees an error from the shutdown, not the truth).
+    func failure(_ operation: SocketError.Operation, _ errno: Errno, address: SocketAddress?) -> SocketError {
+        if isClosed { return SocketError(.closed, operation, address: address) }
+        return SocketError(operation, errno: errno, address: address)
+    }
+}
