@@ -153,8 +153,10 @@ extension Socket {
                         inProgress = true
                     case .interrupted where family != .unix:
                         inProgress = true  // the kernel goes on with it: never call connect again blindly
-                    case .interrupted, .resourceTemporarilyUnavailable:
-                        break  // Unix: nothing is in progress (EAGAIN: the listener's queue is full); connect again
+                    case .interrupted:
+                        break  // Unix: nothing is in progress; connect again
+                    case .resourceTemporarilyUnavailable where family == .unix:
+                        break  // the listener's queue is full; connect again (paced: WaitKind)
                     default:
                         throw e
                     }

@@ -77,7 +77,12 @@ extension Socket {
         }
         // The hot path, written out (not through `withCall`'s closure, which the optimizer
         // leaves as a call).
-        var call = try beginCall(.sendAll, address: nil, deadlineLeft: deadlineLeft, sendKind)
+        var call: Call
+        do throws(SocketError) {
+            call = try beginCall(.sendAll, address: nil, deadlineLeft: deadlineLeft, sendKind)
+        } catch {
+            throw addressed(error).transferred(sent)  // .closed after a first send that moved bytes says how many
+        }
         defer { endCall(call) }
         do throws(SocketError) {
             while sent < buffer.count {

@@ -114,7 +114,7 @@ extension Socket {
         }
     }
 
-    /// The kernel timers back ``Socket/timeout`` (see KernelTimers.swift): set behind the
+    /// The kernel timers back ``Socket/timeout`` (see Calls/KernelTimerPolicy.swift): set behind the
     /// library's back they would make waits longer or shorter than the timeout.
     private func refuseManagedOption(level: CInt, name: CInt) throws(SocketError) {
         guard level == Sys.solSocket, name == Sys.receiveTimer || name == Sys.sendTimer else { return }

@@ -38,22 +38,21 @@ public enum SocketType: Hashable, Sendable, CustomStringConvertible {
 /// ```
 ///
 /// Thread safety: a `Socket` may be used from several threads at once (typically one
-/// reading and one writing). ``close()`` from any thread wakes every call waiting on the
+/// reading and one writing). ``close()`` from any thread ends every call waiting on the
 /// socket, which then fails with ``SocketError/Kind/closed``; the descriptor itself is
 /// released only after the last such call has returned, so no call ever touches a
 /// descriptor number that has been reused.
 ///
-/// Underneath, the descriptor is close-on-exec. On Linux it is blocking, and a call with a
-/// timeout of 50 ms or more (or none) sleeps in the kernel bounded by `SO_RCVTIMEO` /
-/// `SO_SNDTIMEO`, set — the first time a call must wait — to a little less than the
-/// timeout, then finishes the wait with `ppoll(2)` for the time left: one system call per
-/// operation, as plain blocking C, and the precision of `ppoll`. Per-call deadlines, short
-/// timeouts and retries try the call without waiting (`MSG_DONTWAIT`, or `O_NONBLOCK` for
-/// accept and connect) and wait in `ppoll`. Calls with no deadline start and end without
-/// a lock once the timer is set (two atomic operations). On Darwin the descriptor is
-/// non-blocking and every wait is `poll(2)`, rounded up to whole milliseconds. No call ever
-/// raises SIGPIPE (`MSG_NOSIGNAL` on Linux, `SO_NOSIGPIPE` on Darwin); the library never
-/// installs a signal handler.
+/// Underneath, the descriptor is close-on-exec. On Linux a receive, send or accept with a
+/// time limit of 50 ms or more (or none) sleeps in the kernel bounded by `SO_RCVTIMEO` /
+/// `SO_SNDTIMEO`, set — the first time a call must wait — to a little less than the time
+/// it has, then finishes the wait with `ppoll(2)` for the time left: one system call per
+/// operation, as plain blocking C, and the precision of `ppoll`. Connects, short timeouts
+/// and retries try the call without waiting (`MSG_DONTWAIT`, or `O_NONBLOCK` for accept
+/// and connect) and wait in `ppoll`. On Darwin the descriptor is non-blocking and every
+/// wait is `poll(2)`, rounded up to whole milliseconds. No call ever raises SIGPIPE
+/// (`MSG_NOSIGNAL` on Linux, `SO_NOSIGPIPE` on Darwin); the library never installs a
+/// signal handler.
 public final class Socket: Sendable, CustomStringConvertible {
     /// The address family chosen at creation.
     public let family: SocketAddress.Family
@@ -69,8 +68,6 @@ public final class Socket: Sendable, CustomStringConvertible {
     /// library never acts on it as a whole — no `shutdown(2)`, no kernel timers, and
     /// O_NONBLOCK only while an accept or connect needs it.
     let shared: Bool
-    /// Whether an adopted descriptor was non-blocking when adopted (restored after use).
-    let adoptedNonblocking: Bool
 
     /// The timeout, the descriptor's mode and the calls in flight (CallAccounting.swift).
     let state: Locked<State>
@@ -97,9 +94,19 @@ public final class Socket: Sendable, CustomStringConvertible {
     }
 
     /// Takes ownership of a descriptor created elsewhere (for example inherited from a
-    /// parent process). The socket closes it. The descriptor is made close-on-exec
-    /// (`fcntl(2)`; on Darwin also non-blocking), its blocking mode and `SO_RCVTIMEO` /
-    /// `SO_SNDTIMEO` are read, and the socket takes the process ``defaultTimeout``.
+    /// parent process, or passed by a service manager). The socket closes it, and takes the
+    /// process ``defaultTimeout``. The descriptor is made close-on-exec (`fcntl(2)`; on
+    /// Darwin also non-blocking).
+    ///
+    /// Other processes may hold the same socket (socket activation, pre-fork servers), so
+    /// the library leaves alone what they would see: ``close()`` never calls `shutdown(2)`
+    /// (it wakes this socket's own waiters through an eventfd), and `SO_RCVTIMEO` /
+    /// `SO_SNDTIMEO` are never set (every wait is a `ppoll`, and receives and sends use
+    /// `MSG_DONTWAIT`). `O_NONBLOCK`, which belongs to the open file they share, is set by
+    /// the first ``accept(deadline:)`` or ``connect(to:deadline:)`` and left set, as Go's
+    /// `net.FileListener` does: a holder that accepts in blocking mode sees `EAGAIN`
+    /// instead of waiting, and a holder that clears it can leave this socket's accept asleep
+    /// in the kernel past ``close()`` and its deadline.
     ///
     /// - Throws: ``SocketError`` if the descriptor is not an open socket of a supported
     ///   family. The descriptor is left open (and still yours) when this throws.
@@ -143,7 +150,6 @@ public final class Socket: Sendable, CustomStringConvertible {
         self.type = type
         self.fd = fd
         self.shared = shared
-        adoptedNonblocking = mode.nonblocking
         state = Locked(State(timeout: timeout, mode: mode, peer: peer))
     }
 
@@ -183,10 +189,14 @@ public final class Socket: Sendable, CustomStringConvertible {
     /// them has returned (at once if none is in flight). Every later call fails with
     /// ``SocketError/Kind/closed``. A socket that is no longer referenced closes itself.
     ///
-    /// Underneath, the waiting calls are woken through an eventfd of the socket's own
-    /// (a pipe on Darwin), and those asleep in the kernel by `shutdown(2)`. On a socket
-    /// made with ``init(adopting:)`` the library never calls `shutdown(2)`, so other
-    /// processes holding the same socket are not disturbed.
+    /// Underneath, the waiting calls are woken by `shutdown(2)` of both directions, which
+    /// ends a sleep in the kernel and makes `ppoll` report a hang-up (the peer of a
+    /// connection sees end of stream then, not when the descriptor is closed). On a socket
+    /// made with ``init(adopting:)``, which other processes may hold, the library never
+    /// calls `shutdown(2)` and wakes its calls through an eventfd instead (a pipe on
+    /// Darwin, where every socket is woken so). A descriptor you share yourself — through
+    /// `fork(2)` without `exec`, or a `dup(2)` of ``withUnsafeDescriptor(_:)``'s — is
+    /// shut down for every holder; adopt the copy with ``init(adopting:)`` instead.
     public func close() {
         closeAndWake()
     }

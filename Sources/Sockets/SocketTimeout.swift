@@ -27,7 +27,7 @@ public struct SocketTimeout: Hashable, Sendable, CustomStringConvertible {
     public let mode: Mode
 
     /// The timed mode's duration in whole nanoseconds (0 otherwise), and the kernel timer
-    /// that goes with it (see KernelTimers.swift): worked out once here, so that a call
+    /// that goes with it (see Calls/KernelTimerPolicy.swift): worked out once here, so that a call
     /// does no Duration arithmetic.
     let nanoseconds: Int64
     let kernelTimer: Int64?

@@ -3,7 +3,7 @@ import Sockets
 import Synchronization
 import Testing
 
-/// The kernel-timer path (see KernelTimers.swift): calls sleep in the kernel bounded by
+/// The kernel-timer path (see Calls/KernelTimerPolicy.swift): calls sleep in the kernel bounded by
 /// SO_RCVTIMEO/SO_SNDTIMEO set shorter than the timeout, then finish by ppoll. These tests
 /// check what can go wrong with that: a coarse kernel timer firing early or late, and
 /// threads that mix modes, deadlines and timeout changes on one socket.

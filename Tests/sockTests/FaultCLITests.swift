@@ -75,8 +75,8 @@ struct FaultCLITests {
         // while connects were still going on would be seen (and timed) late, and how late would
         // depend on how fast this machine makes 1,000 connections.
         var clients: [(socket: Socket, began: ContinuousClock.Instant, connected: ContinuousClock.Instant)] = []
-        let watched = Mutex<[CInt]>([])  // by client index
-        let seen = Mutex<[Int: ContinuousClock.Instant]>([:])
+        let watched = PthreadLocked<[CInt]>([])  // by client index
+        let seen = PthreadLocked<[Int: ContinuousClock.Instant]>([:])
         let stopWatching = Atomic<Bool>(false)
         let watcherDone = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
@@ -240,5 +240,23 @@ struct BlackHole {
         let (status, out, err) = try child.finish(within: .seconds(10))
         guard status == 0 else { throw CLIFailure("\(child.commandLine) failed (\(status)): \(out)\(err)") }
         return out
+    }
+}
+
+/// A value behind an `NSLock` (a `pthread_mutex_t`), for state two test threads contend
+/// for: ThreadSanitizer sees this lock's hand-offs, not those of `Synchronization.Mutex`,
+/// whose futex waits sit inside the precompiled standard library.
+private final class PthreadLocked<Value>: @unchecked Sendable {
+    // @unchecked Sendable is safe: `value` is read and written only inside `withLock`,
+    // which holds `lock` for the whole access.
+    private let lock = NSLock()
+    private var value: Value
+
+    init(_ value: Value) { self.value = value }
+
+    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&value)
     }
 }

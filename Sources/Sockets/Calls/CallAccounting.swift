@@ -15,6 +15,7 @@ import SystemPackage
 // shut down and returns at once. An adopted descriptor may be shared with other processes,
 // for which `shutdown` would end the socket too: there, every wait is a `ppoll` that also
 // watches the socket's waker, an eventfd (a pipe on Darwin) that `close()` writes to. So is
+// every wait on Darwin, whose `shutdown` does nothing to a socket that is not connected. So is
 // the paced wait of a Unix connect or datagram send (WaitLoop.swift), which has nothing on
 // the socket to poll for.
 
@@ -64,7 +65,7 @@ extension Socket {
             // close() counts itself as a user while it wakes the others, so the last of
             // them cannot close the descriptor (and free its number) under the shutdown.
             s.users += 1
-            return .wake(s.waker, shutdown: !shared)
+            return .wake(s.waker, shutdown: !needsWaker)
         }
         switch action {
         case .nothing:
@@ -100,6 +101,11 @@ extension Socket {
         defer { if let last = state.withLock({ $0.leave() }) { releaseDescriptors(last) } }
         return try body(fd)
     }
+
+    /// Whether waits in poll must watch the waker: on an adopted descriptor (no
+    /// `shutdown(2)`), and on Darwin, whose `shutdown(2)` does nothing to a socket that is
+    /// not connected (a listener, an unconnected datagram socket), so wakes no poll on it.
+    var needsWaker: Bool { shared || !Sys.kernelTimers }
 
     /// The socket's waker, for a call about to wait on it: made on first need.
     /// -1 when none could be made (no descriptor to spare): such waits poll in short slices.

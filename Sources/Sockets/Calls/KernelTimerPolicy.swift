@@ -124,9 +124,9 @@ extension Socket {
         /// Set the timer or clear O_NONBLOCK if the kernel path needs it.
         case now
         /// The call can try without waiting: if its timer must be set, try first
-        /// (`Path.tryFirst`) and set it only if the call must wait. (Clearing O_NONBLOCK is
-        /// not put off: a descriptor is made blocking once in its life, by the first call
-        /// that may sleep in the kernel.)
+        /// (`Path.tryFirst`) and set it (and clear O_NONBLOCK, if need be) only if the call
+        /// must wait. O_NONBLOCK alone is cleared at once: a descriptor is made blocking
+        /// once in its life, by the first call that may sleep in the kernel.
         case afterTrying
         /// Change nothing: the next attempt of a call already under way.
         case never
@@ -197,22 +197,16 @@ extension Socket {
     }
 
     /// Sets O_NONBLOCK (if it is not) for an accept or connect on the poll path, and counts
-    /// the call as relying on it. Called under the lock.
+    /// the call as relying on it. On an adopted descriptor it is set every time and never
+    /// cleared: O_NONBLOCK belongs to the open file, which other holders share (and may have
+    /// cleared), and clearing it under another holder's accept would put that accept to
+    /// sleep where nothing can wake it — Go's `net.FileListener` makes the same choice.
+    /// Called under the lock.
     func holdNonblocking(_ mode: inout DescriptorMode) throws(Errno) {
-        if !mode.nonblocking {
+        if !mode.nonblocking || shared {
             try Sys.setNonblocking(fd, true)
             mode.nonblocking = true
         }
         mode.nonblockingHolders += 1
-    }
-
-    /// Uncounts an accept or connect that relied on O_NONBLOCK. On a shared descriptor the
-    /// last one clears it again if it was clear when adopted: O_NONBLOCK belongs to the open
-    /// file, which the other holders see. Called under the lock.
-    func releaseNonblocking(_ mode: inout DescriptorMode) {
-        mode.nonblockingHolders -= 1
-        if shared && mode.nonblockingHolders == 0 && !adoptedNonblocking && mode.nonblocking {
-            if (try? Sys.setNonblocking(fd, false)) != nil { mode.nonblocking = false }
-        }
     }
 }

@@ -172,8 +172,5 @@ func later(_ instant: Int64, by nanoseconds: Int64) -> Int64 {
 
 /// A positive duration in whole nanoseconds, rounded up, saturating at `Int64.max`.
 func wholeNanoseconds(_ d: Duration) -> Int64 {
-    let (s, atto) = d.components
-    let (ns, overflow) = s.multipliedReportingOverflow(by: 1_000_000_000)
-    if overflow { return Int64.max }
-    return later(ns, by: (atto + 999_999_999) / 1_000_000_000)
+    Int64(clamping: (d.attoseconds + 999_999_999) / 1_000_000_000)
 }

@@ -111,7 +111,7 @@ extension Socket {
     func endCall(_ call: Call) {
         let last = state.withLock { s -> Sys.Waker?? in
             if call.path == .kernel || call.path == .kernelDone { s.mode.addSleeper(call.kind.direction, -1) }
-            if call.holdsNonblocking { releaseNonblocking(&s.mode) }
+            if call.holdsNonblocking { s.mode.nonblockingHolders -= 1 }
             return s.leave()
         }
         if let last { releaseDescriptors(last) }
@@ -184,7 +184,7 @@ extension Socket {
             } catch {
                 return SocketError(call.budget.operation, errno: error)
             }
-            if afterIncomplete && shared && call.path == .poll && call.waker == -2 { call.waker = waker(&s) }
+            if afterIncomplete && needsWaker && call.path == .poll && call.waker == -2 { call.waker = waker(&s) }
             return nil
         }
         if let failed { throw failed }
@@ -214,7 +214,7 @@ extension Socket {
             call.pace = min(call.pace * 2, 32_000_000)
         } else {
             call.readiness = try call.budget.wait(fd, for: call.kind.events, waker: wakerFD,
-                                                 sliced: shared && wakerFD < 0, stillOpen: { !isClosed })
+                                                 sliced: needsWaker && wakerFD < 0, stillOpen: { !isClosed })
         }
         if isClosed { throw SocketError(.closed, call.budget.operation) }
     }

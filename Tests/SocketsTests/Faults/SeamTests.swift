@@ -128,6 +128,109 @@ struct SeamTests {
         #expect(lookups.withLock { $0 } == 0)
     }
 
+    /// Two holders of one open file description (a prefork server: each worker adopts the
+    /// inherited listener; here two dups in one process). B's accept, ending, used to restore
+    /// "blocking" (its own adopted state) while A's accept relied on O_NONBLOCK: A's next
+    /// accept4 slept in the kernel, where neither A's deadline nor A.close() reached it.
+    /// (Found by review; fails on c92401f.)
+    @Test("adopted listener: another holder's accept never clears O_NONBLOCK under ours, so close() still ends it")
+    func sharedNonblockingClearedUnderAccept() throws {
+        let (original, address) = try makeListener()
+        defer { original.close() }
+        // The inherited listener is blocking, as most are.
+        let rawA = try original.withUnsafeDescriptor { fd -> CInt in
+            var off: CInt = 0
+            _ = ioctl(fd, UInt(FIONBIO), &off)
+            return dup(fd)
+        }
+        let rawB = dup(rawA)
+        let a = try Socket(adopting: rawA)
+        let b = try Socket(adopting: rawB)
+        defer { a.close(); b.close() }
+        a.timeout = .never
+        b.timeout = .never
+        let client1 = try Socket(.ipv4)
+        defer { client1.close() }
+        let fired = Mutex(false)
+        Seam.install { call, fd, _ in
+            guard call == .accept, fd == rawA else { return nil }
+            let first = fired.withLock { v -> Bool in
+                defer { v = true }
+                return !v
+            }
+            if first {
+                // The other holder takes a connection meanwhile (in real life: another process).
+                try? client1.connect(to: address, deadline: .now + .seconds(2))
+                _ = try? b.accept(deadline: .now + .seconds(2))
+            }
+            return nil
+        }
+        defer { Seam.install(nil) }
+        let start = ContinuousClock.now
+        let waiter = Background { () -> (String, ContinuousClock.Instant) in
+            do {
+                let (s, _) = try a.accept(deadline: start + .milliseconds(500))
+                s.close()
+                return ("success", .now)
+            } catch let error as SocketError {
+                return ("\(error.kind)", .now)
+            } catch {
+                return ("\(error)", .now)
+            }
+        }
+        pause(.milliseconds(200))
+        let closedAt = ContinuousClock.now
+        a.close()
+        if let (outcome, at) = try? waiter.value(within: .seconds(2)) {
+            #expect(outcome == "\(SocketError.Kind.closed)")
+            #expect(at - closedAt < .milliseconds(100), "ended \(at - closedAt) after close()")
+            return
+        }
+        // Still asleep in accept4 2 s after close() and 1.7 s past its deadline: free it.
+        let client2 = try Socket(.ipv4)
+        defer { client2.close() }
+        try client2.connect(to: address, deadline: .now + .seconds(2))
+        let late = try? waiter.value(within: .seconds(2))
+        Issue.record("accept on adopted A still asleep 2 s after close() (deadline was 500 ms); freed by a connection it ended with: \(late.map { "\($0.0) after \($0.1 - start)" } ?? "nothing")")
+    }
+
+    /// sendAll's first non-blocking send moves bytes; close() lands before beginCall; the
+    /// .closed error that beginCall throws used to lack `transferred(sent)`. (Found by
+    /// review; fails on c92401f.)
+    @Test("sendAll: close() right after a partial first send — the .closed error reports the bytes that moved")
+    func sendAllLosesTransferredCount() throws {
+        let (mine, peer) = try Socket.pair(.stream)
+        defer { mine.close(); peer.close() }
+        let raw = try mine.withUnsafeDescriptor { dup($0) }
+        let adopted = try Socket(adopting: raw)  // adopted: close() issues no shutdown, so the send goes ahead
+        defer { adopted.close() }
+        adopted.timeout = .never
+        let fired = Mutex(false)
+        Seam.install { call, fd, mayWait in
+            guard call == .send, fd == raw, !mayWait else { return nil }
+            let first = fired.withLock { v -> Bool in
+                defer { v = true }
+                return !v
+            }
+            if first { adopted.close() }  // close() begins while the first, non-blocking, send is under way
+            return nil
+        }
+        defer { Seam.install(nil) }
+        let big = [UInt8](repeating: 7, count: 8 << 20)
+        var caught: SocketError?
+        do { try adopted.sendAll(big) } catch { caught = error }
+        Seam.install(nil)
+        // How much did arrive?
+        var arrived = 0
+        while true {
+            guard let chunk = try? peer.receive(upTo: 1 << 20, deadline: .now + .milliseconds(50)), !chunk.isEmpty else { break }
+            arrived += chunk.count
+        }
+        print("sendAll error: \(caught.map { "\($0)" } ?? "none"); bytesTransferred \(String(describing: caught?.bytesTransferred)); peer received \(arrived)")
+        #expect(caught?.kind == .closed)
+        #expect(caught?.bytesTransferred == arrived, "the error says \(String(describing: caught?.bytesTransferred)) bytes, \(arrived) arrived")
+    }
+
     /// A call, its socket and what keeps it company, for `beforeSyscall`.
     enum Kind: String, CaseIterable, CustomStringConvertible {
         case receive, accept, connect, sendAll, unixDatagramSend, receiveDatagram
