@@ -105,8 +105,11 @@ struct SeamTests {
 
     @Test("a would-block costs no getpeername: a non-blocking socket's ordinary answer stays one system call")
     func wouldBlockNeedsNoPeerName() throws {
-        let (client, server) = try smallBufferPair()
+        // A socket pair: no peer address remembered from a connect or an accept, so an error
+        // message would have to ask the kernel for one.
+        let (client, server) = try Socket.pair()
         defer { client.close(); server.close() }
+        try client.setOption(.sendBufferSize, 4096)
         client.timeout = .nonBlocking
         let chunk = [UInt8](repeating: 1, count: 65_536)
         let fd = try client.withUnsafeDescriptor { $0 }
