@@ -13,7 +13,7 @@ extension Socket {
             do throws(Errno) {
                 try Sys.bind(fd, address)
             } catch {
-                throw failure(.bind, error, address: address)
+                throw errorOrClosed(.bind, error, address: address)
             }
         }
     }
@@ -192,7 +192,7 @@ extension Socket {
                 case .both: try Sys.shutdown(fd, how: Sys.shutBoth)
                 }
             } catch {
-                throw failure(.shutdown, error, address: nil)
+                throw errorOrClosed(.shutdown, error, address: nil)
             }
         }
     }
@@ -204,7 +204,7 @@ extension Socket {
     public var localAddress: SocketAddress {
         get throws(SocketError) {
             try withDescriptor(.address, address: nil) { fd throws(SocketError) in
-                do throws(Errno) { return try Sys.localAddress(fd) } catch { throw failure(.address, error, address: nil) }
+                do throws(Errno) { return try Sys.localAddress(fd) } catch { throw errorOrClosed(.address, error, address: nil) }
             }
         }
     }
@@ -215,7 +215,7 @@ extension Socket {
     public var peerAddress: SocketAddress {
         get throws(SocketError) {
             try withDescriptor(.address, address: nil) { fd throws(SocketError) in
-                do throws(Errno) { return try Sys.peerAddress(fd) } catch { throw failure(.address, error, address: nil) }
+                do throws(Errno) { return try Sys.peerAddress(fd) } catch { throw errorOrClosed(.address, error, address: nil) }
             }
         }
     }

@@ -103,7 +103,7 @@ extension Socket {
             do throws(Errno) {
                 return try Attempt.run(mayWait: false) { Sys.send(fd, buffer, mayWait: false) } ?? 0
             } catch {
-                throw addressed(failure(.sendAll, error, address: nil)).transferred(0)
+                throw addressed(errorOrClosed(.sendAll, error, address: nil)).transferred(0)
             }
         }
     }

@@ -100,7 +100,7 @@ extension Socket {
             throw SocketError(.invalidArgument, .setOption, detail: problem)
         }
         try withDescriptor(.setOption, address: nil) { fd throws(SocketError) in
-            do throws(Errno) { try option.set(fd, value) } catch { throw failure(.setOption, error, address: nil).with(detail: option.name) }
+            do throws(Errno) { try option.set(fd, value) } catch { throw errorOrClosed(.setOption, error, address: nil).with(detail: option.name) }
         }
     }
 
@@ -110,7 +110,7 @@ extension Socket {
     ///   support, `.closed`.
     public func option<Value>(_ option: SocketOption<Value>) throws(SocketError) -> Value {
         try withDescriptor(.getOption, address: nil) { fd throws(SocketError) in
-            do throws(Errno) { return try option.get(fd) } catch { throw failure(.getOption, error, address: nil).with(detail: option.name) }
+            do throws(Errno) { return try option.get(fd) } catch { throw errorOrClosed(.getOption, error, address: nil).with(detail: option.name) }
         }
     }
 
@@ -131,7 +131,7 @@ extension Socket {
         try refuseManagedOption(level: level, name: name)
         try withDescriptor(.setOption, address: nil) { fd throws(SocketError) in
             do throws(Errno) { try Sys.setIntOption(fd, level: level, name: name, value) } catch {
-                throw failure(.setOption, error, address: nil).with(detail: "level \(level), option \(name)")
+                throw errorOrClosed(.setOption, error, address: nil).with(detail: "level \(level), option \(name)")
             }
         }
     }
@@ -146,7 +146,7 @@ extension Socket {
             do throws(Errno) {
                 try Sys.withBytes(bytes) { (b) throws(Errno) in try Sys.setOption(fd, level: level, name: name, b) }
             } catch {
-                throw failure(.setOption, error, address: nil).with(detail: "level \(level), option \(name)")
+                throw errorOrClosed(.setOption, error, address: nil).with(detail: "level \(level), option \(name)")
             }
         }
     }
@@ -155,7 +155,7 @@ extension Socket {
     public func rawOption(level: CInt, name: CInt) throws(SocketError) -> CInt {
         try withDescriptor(.getOption, address: nil) { fd throws(SocketError) in
             do throws(Errno) { return try Sys.intOption(fd, level: level, name: name) } catch {
-                throw failure(.getOption, error, address: nil).with(detail: "level \(level), option \(name)")
+                throw errorOrClosed(.getOption, error, address: nil).with(detail: "level \(level), option \(name)")
             }
         }
     }
@@ -171,7 +171,7 @@ extension Socket {
                 let n = try Sys.withMutableBytes(&bytes) { (b) throws(Errno) in try Sys.getOption(fd, level: level, name: name, b) }
                 return Array(bytes.prefix(n))
             } catch {
-                throw failure(.getOption, error, address: nil).with(detail: "level \(level), option \(name)")
+                throw errorOrClosed(.getOption, error, address: nil).with(detail: "level \(level), option \(name)")
             }
         }
     }
@@ -181,7 +181,7 @@ extension Socket {
     /// nil means connected and an errno says why it failed.
     public func pendingError() throws(SocketError) -> Errno? {
         try withDescriptor(.getOption, address: nil) { fd throws(SocketError) in
-            do throws(Errno) { return try Sys.pendingError(fd) } catch { throw failure(.getOption, error, address: nil) }
+            do throws(Errno) { return try Sys.pendingError(fd) } catch { throw errorOrClosed(.getOption, error, address: nil) }
         }
     }
 }

@@ -120,7 +120,7 @@ extension Socket {
 
     /// The error for a failed system call, or `.closed` if the socket was closed meanwhile
     /// (a call woken by `close()` sees an error from the shutdown, not the truth).
-    func failure(_ operation: SocketError.Operation, _ errno: Errno, address: SocketAddress?) -> SocketError {
+    func errorOrClosed(_ operation: SocketError.Operation, _ errno: Errno, address: SocketAddress?) -> SocketError {
         if isClosed { return SocketError(.closed, operation, address: address) }
         return SocketError(operation, errno: errno, address: address)
     }

@@ -41,7 +41,7 @@ struct WaitBudget {
             switch timeout.mode {
             case .never: (limit, allotted) = (.forever, -1)
             case .nonBlocking: (limit, allotted) = (.none, -1)
-            case .after: (limit, allotted) = (.until(later(Sys.now(), by: timeout.nanoseconds)), timeout.nanoseconds)
+            case .after: (limit, allotted) = (.until(saturatingSum(Sys.now(), timeout.nanoseconds)), timeout.nanoseconds)
             }
             return
         }
@@ -51,12 +51,12 @@ struct WaitBudget {
         let now = Sys.now()
         switch timeout.mode {
         case .never:
-            (limit, allotted) = (.until(later(now, by: leftNanoseconds)), leftNanoseconds)
+            (limit, allotted) = (.until(saturatingSum(now, leftNanoseconds)), leftNanoseconds)
         case .nonBlocking:
             (limit, allotted) = (.none, -1)
         case .after:
             let t = min(timeout.nanoseconds, leftNanoseconds)
-            (limit, allotted) = (.until(later(now, by: t)), t)
+            (limit, allotted) = (.until(saturatingSum(now, t)), t)
         }
     }
 
@@ -165,7 +165,7 @@ struct WaitBudget {
 /// `instant + nanoseconds`, saturating at `Int64.max`: an instant that far ahead is
 /// "never" in practice.
 @inline(__always)
-func later(_ instant: Int64, by nanoseconds: Int64) -> Int64 {
+func saturatingSum(_ instant: Int64, _ nanoseconds: Int64) -> Int64 {
     let (sum, overflow) = instant.addingReportingOverflow(nanoseconds)
     return overflow ? Int64.max : sum
 }

@@ -147,7 +147,7 @@ extension Socket {
             do throws(Errno) {
                 result = try attempt(mayWait, call.readiness)
             } catch {
-                throw failure(call.budget.operation, error, address: nil)
+                throw errorOrClosed(call.budget.operation, error, address: nil)
             }
             if mayWait { call.path = .kernelDone }
             if let result { return result }
