@@ -116,13 +116,6 @@ struct CloseEveryWaitTests {
 /// Every row's time from close() to the call's return, for the running median and maximum.
 private let latencies = Mutex<[Duration]>([])
 
-/// CPU time (user + system) used by the calling thread (`getrusage(RUSAGE_THREAD)`).
-private func threadCPU() -> Duration {
-    var usage = rusage()
-    getrusage(__rusage_who_t(1), &usage)  // RUSAGE_THREAD, which Glibc's module leaves out
-    return .seconds(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + .microseconds(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
-}
-
 private func microseconds(_ d: Duration) -> Int64 {
     d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000
 }
@@ -206,49 +199,6 @@ private struct Scene {
 
 // MARK: - helpers (this file's own)
 
-/// How a call ended, stamped in the thread that made it the moment it returned.
-private struct Ending: Sendable {
-    /// nil: the call succeeded.
-    var error: SocketError?
-    /// An error that is not a `SocketError`.
-    var other: String?
-    var at: ContinuousClock.Instant
-
-    static func of(_ body: () throws -> Void) -> Ending {
-        do {
-            try body()
-            return Ending(error: nil, other: nil, at: .now)
-        } catch let error as SocketError {
-            return Ending(error: error, other: nil, at: .now)
-        } catch {
-            return Ending(error: nil, other: "\(error)", at: .now)
-        }
-    }
-
-    var summary: String {
-        if let error { return "\(error.kind) (\(error))" }
-        return other ?? "success"
-    }
-}
-
-/// A fresh directory for Unix socket paths, removed with everything in it by `remove()`.
-private struct TemporaryDirectory {
-    let path: String
-
-    init() throws {
-        path = NSTemporaryDirectory() + "sockets-close-\(getpid())-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
-
-/// One try that must not wait, as a `Result` (a typed `do` with a filtered `catch` can hang
-/// Swift 6.3's SIL optimizer; see Helpers.swift).
-private func attempt<T>(_ body: () throws(SocketError) -> T) -> Result<T, SocketError> {
-    Result { () throws(SocketError) in try body() }
-}
-
 /// A listening Unix stream socket bound at `path`.
 private func unixListener(at path: String, backlog: Int) throws -> (Socket, SocketAddress) {
     let listener = try Socket(.unix)
@@ -257,23 +207,6 @@ private func unixListener(at path: String, backlog: Int) throws -> (Socket, Sock
     try listener.bind(to: address)
     try listener.listen(backlog: backlog)
     return (listener, address)
-}
-
-/// A Unix stream listener with a backlog of 0 whose queue is full: a non-blocking connect to
-/// it would block (checked), so a blocking one sleeps on the listener's queue.
-private func fullUnixListener(at path: String) throws -> (Socket, [Socket], SocketAddress) {
-    let (listener, address) = try unixListener(at: path, backlog: 0)
-    var fillers: [Socket] = []
-    for _ in 0..<16 {
-        let filler = try Socket(.unix)
-        filler.timeout = .nonBlocking
-        switch attempt({ () throws(SocketError) in try filler.connect(to: address) }) {
-        case .success: fillers.append(filler)
-        case .failure(let error) where error.kind == .wouldBlock: return (listener, fillers, address)
-        case .failure(let error): throw error
-        }
-    }
-    throw TestFailure("the Unix listener's queue was not full after 16 connects")
 }
 
 /// A TCP listener (IPv4 or IPv6) with a backlog of 0 whose queue is full: a further SYN is
@@ -291,38 +224,6 @@ private func fullTCPListener(_ family: SocketAddress.Family) throws -> (Socket, 
         }
     }
     throw TestFailure("the \(family) accept queue was not full after 16 connects")
-}
-
-/// An unconnected Unix datagram receiver at `path` whose queue is full: a datagram from a
-/// fresh sender, whose own send buffer is empty, would block (checked).
-private func fullUnixDatagramReceiver(at path: String) throws -> (Socket, [Socket], SocketAddress) {
-    let receiver = try Socket(.unix, .datagram)
-    let address = SocketAddress.unix(path: path)
-    try receiver.bind(to: address)
-    try receiver.setOption(.receiveBufferSize, 65_536)
-    var fillers: [Socket] = []
-    for _ in 0..<8 {
-        let filler = try Socket(.unix, .datagram)
-        filler.timeout = .nonBlocking
-        try filler.setOption(.sendBufferSize, 262_144)
-        fillers.append(filler)
-        fill: for _ in 0..<4096 {
-            switch attempt({ () throws(SocketError) in try filler.send([0], to: address) }) {
-            case .success: continue
-            case .failure(let error) where error.kind == .wouldBlock: break fill
-            case .failure(let error): throw error
-            }
-        }
-        let probe = try Socket(.unix, .datagram)
-        probe.timeout = .nonBlocking
-        defer { probe.close() }
-        switch attempt({ () throws(SocketError) in try probe.send([0], to: address) }) {
-        case .success: continue  // taken: the receiver had room; fill more
-        case .failure(let error) where error.kind == .wouldBlock: return (receiver, fillers, address)
-        case .failure(let error): throw error
-        }
-    }
-    throw TestFailure("the Unix datagram receiver was not full after 8 fillers")
 }
 
 /// A connected stream pair (`transport`: TCP IPv4/IPv6 or Unix stream) whose sender has a
@@ -379,23 +280,4 @@ private func fillSendPath(_ sender: Socket) throws -> Int {
         pause(.milliseconds(10))
     }
     throw TestFailure("the send path did not stay full for 300 ms within 5 s")
-}
-
-/// Receives whatever is queued on `socket`, without waiting, until nothing more comes for a
-/// while or `limit` passes.
-private func drain(_ socket: Socket, within limit: Duration) {
-    let end = ContinuousClock.now + limit
-    socket.timeout = .nonBlocking
-    var idle = 0
-    while ContinuousClock.now < end && idle < 20 {
-        if (try? socket.receive(upTo: 65_536)) != nil { idle = 0 } else { idle += 1; pause(.milliseconds(5)) }
-    }
-}
-
-/// Accepts (without waiting) every connection queued on `listener`, at most 16.
-private func acceptAll(_ listener: Socket) {
-    listener.timeout = .nonBlocking
-    for _ in 0..<16 {
-        guard (try? listener.accept()) != nil else { return }
-    }
 }
