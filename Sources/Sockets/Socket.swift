@@ -211,11 +211,8 @@ public final class Socket: Sendable, CustomStringConvertible {
     ///
     /// - Throws: ``SocketError/Kind/closed`` if the socket is closed; whatever `body` throws.
     public func withUnsafeDescriptor<R, E: Error>(_ body: (CInt) throws(E) -> R) throws -> R {
-        try state.withLock { s throws(SocketError) in
-            if s.closing { throw SocketError(.closed, .getOption) }
-            s.users += 1
-        }
-        defer { if let last = state.withLock({ $0.leave() }) { releaseDescriptors(last) } }
+        try beginUse(.getOption, address: nil)
+        defer { endUse() }
         return try body(fd)
     }
 

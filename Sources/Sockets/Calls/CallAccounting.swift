@@ -75,8 +75,23 @@ extension Socket {
         case .wake(let waker, let shutdown):
             if shutdown { try? Sys.shutdown(fd, how: Sys.shutBoth) }
             if let waker { Sys.wake(waker) }
-            if let last = state.withLock({ $0.leave() }) { releaseDescriptors(last) }
+            endUse()
         }
+    }
+
+    /// Counts a use of the descriptor that does not wait (see ``withDescriptor(_:address:_:)``).
+    ///
+    /// - Throws: `.closed` once `close()` has been called.
+    func beginUse(_ operation: SocketError.Operation, address: SocketAddress?) throws(SocketError) {
+        try state.withLock { s throws(SocketError) in
+            if s.closing { throw SocketError(.closed, operation, address: address) }
+            s.users += 1
+        }
+    }
+
+    /// Uncounts a use; the last user of a closed socket closes the descriptor.
+    func endUse() {
+        if let last = state.withLock({ $0.leave() }) { releaseDescriptors(last) }
     }
 
     /// Closes the socket's descriptor and its waker: called exactly once, by whoever saw the
@@ -94,11 +109,8 @@ extension Socket {
         _ operation: SocketError.Operation, address: SocketAddress?,
         _ body: (CInt) throws(SocketError) -> R
     ) throws(SocketError) -> R {
-        try state.withLock { s throws(SocketError) in
-            if s.closing { throw SocketError(.closed, operation, address: address) }
-            s.users += 1
-        }
-        defer { if let last = state.withLock({ $0.leave() }) { releaseDescriptors(last) } }
+        try beginUse(operation, address: address)
+        defer { endUse() }
         return try body(fd)
     }
 
