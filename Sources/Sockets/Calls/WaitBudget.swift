@@ -171,6 +171,9 @@ func saturatingSum(_ instant: Int64, _ nanoseconds: Int64) -> Int64 {
 }
 
 /// A positive duration in whole nanoseconds, rounded up, saturating at `Int64.max`.
+/// (Quotient and remainder rather than adding 10⁹ − 1 first, which could overflow the
+/// 128-bit attoseconds of the longest durations.)
 func wholeNanoseconds(_ d: Duration) -> Int64 {
-    Int64(clamping: (d.attoseconds + 999_999_999) / 1_000_000_000)
+    let (whole, part) = d.attoseconds.quotientAndRemainder(dividingBy: 1_000_000_000)
+    return Int64(clamping: part > 0 ? whole + 1 : whole)
 }
