@@ -2,7 +2,11 @@
 #define _GNU_SOURCE
 #include <poll.h>
 #include <signal.h>
+#include <errno.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include "CSockets.h"
 
@@ -17,4 +21,55 @@ int csockets_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout)
 int csockets_eventfd(void) {
     return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 }
+
+int csockets_epoll_create(void) {
+    return epoll_create1(EPOLL_CLOEXEC);
+}
+
+int csockets_epoll_ctl(int epfd, int fd, int modify, uint32_t events, uint64_t data) {
+    struct epoll_event event = { .events = events, .data = { .u64 = data } };
+    return epoll_ctl(epfd, modify ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &event);
+}
+
+int csockets_epoll_del(int epfd, int fd) {
+    struct epoll_event unused = { 0 };  /* kernels before 2.6.9 want one */
+    return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &unused);
+}
+
+#ifndef SYS_epoll_pwait2
+#define SYS_epoll_pwait2 441
 #endif
+
+/* 0: not known yet; 1: epoll_pwait2 works; -1: ENOSYS, use epoll_wait. Relaxed atomics:
+   every thread that races to find out finds the same answer. */
+static int have_pwait2 = 0;
+
+int csockets_epoll_wait(int epfd, uint64_t *data, uint32_t *events, int max, const struct timespec *timeout) {
+    struct epoll_event buffer[256];
+    if (max > 256) max = 256;
+    int n = -1;
+    int known = __atomic_load_n(&have_pwait2, __ATOMIC_RELAXED);
+    if (known >= 0) {
+        /* The raw system call: glibc's wrapper is missing before 2.35. */
+        n = (int)syscall(SYS_epoll_pwait2, epfd, buffer, max, timeout, NULL, 0);
+        known = n < 0 && errno == ENOSYS ? -1 : 1;
+        __atomic_store_n(&have_pwait2, known, __ATOMIC_RELAXED);
+    }
+    if (known < 0) {
+        int ms = -1;
+        if (timeout) {
+            long long whole = (long long)timeout->tv_sec * 1000 + (timeout->tv_nsec + 999999) / 1000000;
+            ms = whole > 0x7fffffff ? 0x7fffffff : (int)whole;
+        }
+        n = epoll_wait(epfd, buffer, max, ms);
+    }
+    for (int i = 0; i < n; i++) {
+        data[i] = buffer[i].data.u64;
+        events[i] = buffer[i].events;
+    }
+    return n;
+}
+#endif
+
+#include "CSockets.h"
+__thread int csockets_reactor_thread = 0;

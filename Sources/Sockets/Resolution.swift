@@ -79,3 +79,55 @@ private final class ResolveJob: Sendable {
     func finish(_ result: Result<[SocketAddress], Sys.ResolveFailure>) { box.withLock { $0 = result } }
     var result: Result<[SocketAddress], Sys.ResolveFailure>? { box.withLock { $0 } }
 }
+
+extension SocketAddress {
+    /// Resolves `HOST:PORT` or a Unix path, suspending rather than blocking: the async form
+    /// of ``resolve(_:type:deadline:)``. A name is looked up by `getaddrinfo(3)` on a
+    /// helper thread, whatever the deadline, so no task's thread is held by the resolver;
+    /// cancelling the task or passing the deadline ends the wait (the lookup finishes in
+    /// the background and its result is dropped).
+    ///
+    /// - Throws: ``SocketError`` — `.invalidArgument`, `.nameResolution`, `.timedOut`, `.cancelled`.
+    public nonisolated(nonsending) static func resolve(
+        _ hostPort: String, type: SocketType = .stream, deadline: ContinuousClock.Instant? = nil
+    ) async throws(SocketError) -> [SocketAddress] {
+        if let path = unixPath(in: hostPort) {
+            try validateUnixPath(path, input: hostPort)
+            return [.unix(path: path)]
+        }
+        let (host, port) = try HostPort.split(hostPort)
+        if host.isEmpty || host.utf8.contains(0) {
+            throw SocketError(.invalidArgument, .resolve, detail: "host name is empty or contains a NUL byte")
+        }
+        if let numeric = try numeric(host: host, port: port, input: host) { return [numeric] }
+        if let deadline, deadline <= .now {
+            throw SocketError(.timedOut, .resolve, timeout: .zero, detail: "'\(host)'")
+        }
+        let started = ContinuousClock.now
+        // The helper thread reports through a socket pair, so the wait is an ordinary async
+        // receive: the reactor's timer, cancellation and the same errors.
+        let (waiter, notifier) = try Socket.pair()
+        waiter.timeout = .never
+        let job = ResolveJob()
+        let spawned = Sys.spawnDetached { [job] in
+            job.finish(Sys.getAddrInfo(host: host, port: port, type: type.rawValue))
+            _ = try? notifier.send([1])
+        }
+        if !spawned { throw SocketError(.system, .resolve, detail: "'\(host)': no thread for the resolver") }
+        do {
+            _ = try await waiter.receive(upTo: 1, deadline: deadline)
+        } catch where error.kind == .timedOut {
+            throw SocketError(.timedOut, .resolve, timeout: deadline.map { $0 - started }, detail: "'\(host)'")
+        } catch {
+            throw SocketError(error.kind, .resolve, detail: "'\(host)'")
+        }
+        switch job.result ?? .failure(Sys.ResolveFailure(message: "no answer", errno: nil)) {
+        case .success(let list) where !list.isEmpty:
+            return list
+        case .success:
+            throw SocketError(.nameResolution, .resolve, detail: "'\(host)' has no IPv4 or IPv6 address")
+        case .failure(let failure):
+            throw SocketError(.nameResolution, .resolve, errno: failure.errno, detail: "'\(host)': \(failure.message)")
+        }
+    }
+}

@@ -155,8 +155,8 @@ public final class Socket: Sendable, CustomStringConvertible {
 
     deinit {
         // Nobody can be inside a call (each holds a reference), so this is the last owner.
-        let (released, waker) = state.withLock { ($0.released, $0.waker) }
-        if !released { releaseDescriptors(waker) }
+        let (released, held) = state.withLock { ($0.released, $0.held) }
+        if !released { releaseDescriptors(held) }
     }
 
     // MARK: timeouts

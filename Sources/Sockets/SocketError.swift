@@ -52,6 +52,10 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
         public static let notConnected = Kind("not connected")
         /// The socket was closed: before the call, or by another thread while the call waited.
         public static let closed = Kind("socket closed")
+        /// The task making an async call was cancelled: before the call (which then made no
+        /// system call), or while it waited. What a transfer had moved by then is in
+        /// ``SocketError/bytesTransferred``; a receive or accept has consumed nothing.
+        public static let cancelled = Kind("cancelled")
         /// The peer ended the stream before the expected number of bytes arrived.
         public static let endOfStream = Kind("end of stream")
         /// The address is already bound (`EADDRINUSE`).
@@ -204,6 +208,8 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
             }
         case .closed:
             text += " failed: the socket was closed"
+        case .cancelled:
+            text += " was cancelled"
         case .endOfStream:
             text += " failed: the peer closed the connection early"
         default:

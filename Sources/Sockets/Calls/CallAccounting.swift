@@ -37,44 +37,58 @@ extension Socket {
         /// Written by `close()`; made by the first call that waits in poll on an adopted
         /// socket, or paces.
         var waker: Sys.Waker?
+        /// The socket's place in a reactor, made by its first async call (Reactor/).
+        var registration: Registration?
+        /// Async calls begun so far: each one's number identifies its waiter to cancellation.
+        var asyncCalls: UInt64 = 0
 
         init(timeout: SocketTimeout, mode: DescriptorMode, peer: SocketAddress?) {
             (self.timeout, self.mode, self.peer) = (timeout, mode, peer)
         }
 
-        /// Uncounts a user; returns the waker (and marks the socket released) when it was
-        /// the last of a closing socket, whose descriptors the caller must then close.
-        mutating func leave() -> Sys.Waker?? {
+        /// Uncounts a user; returns what to release (and marks the socket released) when it
+        /// was the last of a closing socket, whose descriptors the caller must then close.
+        mutating func leave() -> Held? {
             users -= 1
             guard closing && users == 0 && !released else { return nil }
             released = true
-            return .some(waker)
+            return held
         }
+
+        var held: Held { Held(waker: waker, registration: registration) }
+    }
+
+    /// What releasing a socket closes or forgets besides its descriptor.
+    struct Held {
+        let waker: Sys.Waker?
+        let registration: Registration?
     }
 
     /// Marks the socket closing and wakes every call in flight (see the comment at the top).
     func closeAndWake() {
-        enum Action { case nothing, release(Sys.Waker?), wake(Sys.Waker?, shutdown: Bool) }
+        enum Action { case nothing, release(Held), wake(Held, shutdown: Bool) }
         let action = state.withLock { s -> Action in
             if s.closing { return .nothing }
             s.closing = true
             if s.users == 0 {
                 s.released = true
-                return .release(s.waker)
+                return .release(s.held)
             }
             // close() counts itself as a user while it wakes the others, so the last of
             // them cannot close the descriptor (and free its number) under the shutdown.
             s.users += 1
-            return .wake(s.waker, shutdown: !needsWaker)
+            return .wake(s.held, shutdown: !needsWaker)
         }
         switch action {
         case .nothing:
             return
-        case .release(let waker):
-            releaseDescriptors(waker)
-        case .wake(let waker, let shutdown):
+        case .release(let held):
+            releaseDescriptors(held)
+        case .wake(let held, let shutdown):
             if shutdown { try? Sys.shutdown(fd, how: Sys.shutBoth) }
-            if let waker { Sys.wake(waker) }
+            if let waker = held.waker { Sys.wake(waker) }
+            // Async calls parked on the reactor, and every later one, end with .closed.
+            if let registration = held.registration { registration.reactor.close(registration) }
             endUse()
         }
     }
@@ -94,11 +108,12 @@ extension Socket {
         if let last = state.withLock({ $0.leave() }) { releaseDescriptors(last) }
     }
 
-    /// Closes the socket's descriptor and its waker: called exactly once, by whoever saw the
-    /// last user leave a closing socket (or by `deinit`).
-    func releaseDescriptors(_ waker: Sys.Waker?) {
+    /// Closes the socket's descriptor and its waker and forgets its registration: called
+    /// exactly once, by whoever saw the last user leave a closing socket (or by `deinit`).
+    func releaseDescriptors(_ held: Held) {
+        if let registration = held.registration { registration.reactor.deregister(registration, shared: shared) }
         Sys.close(fd)
-        if let waker { Sys.close(waker) }
+        if let waker = held.waker { Sys.close(waker) }
     }
 
     /// Runs one call that does not wait (bind, options, addresses) on the descriptor.

@@ -100,9 +100,10 @@ struct DescriptorMode {
 
     /// The mode of a socket accepted from a listener; `inherits`: the listener has had a
     /// timer set at some time.
-    static func accepted(inherits: Bool) -> DescriptorMode {
+    /// `nonblocking`: accepted with O_NONBLOCK (by an async accept).
+    static func accepted(inherits: Bool, nonblocking: Bool = false) -> DescriptorMode {
         let timer = inherits ? KernelTimer.unknown : KernelTimer.none
-        return DescriptorMode(receiveTimer: timer, sendTimer: timer, nonblocking: !Sys.kernelTimers, timersSet: inherits)
+        return DescriptorMode(receiveTimer: timer, sendTimer: timer, nonblocking: nonblocking || !Sys.kernelTimers, timersSet: inherits)
     }
 
     func timer(_ direction: WaitDirection) -> Int64 {

@@ -25,8 +25,19 @@ struct WaitBudget {
     /// every call's `Call`, trivially copyable.
     let operation: SocketError.Operation
 
-    init(_ limit: Limit, allotted: Int64, _ operation: SocketError.Operation) {
-        (self.limit, self.allotted, self.operation) = (limit, allotted, operation)
+    /// The call runs on a reactor's thread, where it must not wait: its limit is `.none`,
+    /// and its would-block error says why.
+    let onReactorThread: Bool
+
+    init(_ limit: Limit, allotted: Int64, _ operation: SocketError.Operation, onReactorThread: Bool = false) {
+        (self.limit, self.allotted, self.operation, self.onReactorThread) = (limit, allotted, operation, onReactorThread)
+    }
+
+    /// This budget for a blocking call made on a reactor's thread, which would stall every
+    /// socket the reactor serves if it waited: the call completes if it can at once and
+    /// fails with `.wouldBlock` otherwise (see ``Reactor``).
+    var forReactorThread: WaitBudget {
+        WaitBudget(.none, allotted: -1, operation, onReactorThread: true)
     }
 
     /// `deadlineLeft`: the nanoseconds left until the caller's deadline when the call began
@@ -37,6 +48,7 @@ struct WaitBudget {
     @inline(__always)
     init(_ timeout: SocketTimeout, deadlineLeft: Int64?, _ operation: SocketError.Operation) throws(SocketError) {
         self.operation = operation
+        onReactorThread = false
         guard let leftNanoseconds = deadlineLeft else {
             switch timeout.mode {
             case .never: (limit, allotted) = (.forever, -1)
@@ -97,8 +109,11 @@ struct WaitBudget {
 
     /// The error for a non-blocking socket whose operation would have waited.
     func wouldBlock(_ errno: Errno = .resourceTemporarilyUnavailable) -> SocketError {
-        SocketError(.wouldBlock, operation, errno: errno)
+        SocketError(.wouldBlock, operation, errno: errno, detail: onReactorThread ? WaitBudget.reactorThreadDetail : nil)
     }
+
+    static let reactorThreadDetail =
+        "a blocking call on a reactor's thread may not wait (it would stall every socket the reactor serves): use its async form"
 
     /// Blocks until `fd` is ready for `events` (or reports an error or hang-up, which the
     /// next attempt of the operation will surface), `waker` is written (``Socket/close()``),

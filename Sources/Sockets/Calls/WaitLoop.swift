@@ -85,7 +85,8 @@ extension Socket {
         do throws(SocketError) {
             return try state.withLock { s throws(SocketError) -> Call in
                 if s.closing { throw SocketError(.closed, operation) }
-                let budget = try WaitBudget(s.timeout, deadlineLeft: deadlineLeft, operation)
+                var budget = try WaitBudget(s.timeout, deadlineLeft: deadlineLeft, operation)
+                if Reactor.currentNumber != 0 { budget = budget.forReactorThread }
                 var call = Call(budget: budget, kind: kind, path: .poll)
                 do throws(Errno) {
                     call.path = try plan(&s, kind, budget, allotted: budget.allotted, left: budget.allotted,
@@ -109,7 +110,7 @@ extension Socket {
     /// Ends a call begun by `beginCall`; the last user of a closed socket closes the descriptor.
     @inline(__always)
     func endCall(_ call: Call) {
-        let last = state.withLock { s -> Sys.Waker?? in
+        let last = state.withLock { s -> Held? in
             if call.path == .kernel || call.path == .kernelDone { s.mode.addSleeper(call.kind.direction, -1) }
             if call.holdsNonblocking { s.mode.nonblockingHolders -= 1 }
             return s.leave()

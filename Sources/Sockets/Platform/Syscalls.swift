@@ -27,9 +27,7 @@ import Darwin
 #error("Sockets supports Linux (Glibc, Musl) and Darwin")
 #endif
 import SystemPackage
-#if os(Linux)
 import CSockets
-#endif
 
 /// Thin wrappers over the socket system calls. Internal: the public API is `Socket`.
 enum Sys {
@@ -43,11 +41,13 @@ enum Sys {
     static let datagramType = CInt(SOCK_DGRAM.rawValue)
     static let createFlags = CInt(SOCK_CLOEXEC.rawValue | SOCK_NONBLOCK.rawValue)
     static let acceptFlags = CInt(SOCK_CLOEXEC.rawValue)
+    static let nonblockingFlag = CInt(SOCK_NONBLOCK.rawValue)
     #elseif canImport(Musl)
     static let streamType = CInt(SOCK_STREAM)
     static let datagramType = CInt(SOCK_DGRAM)
     static let createFlags = CInt(SOCK_CLOEXEC | SOCK_NONBLOCK)
     static let acceptFlags = CInt(SOCK_CLOEXEC)
+    static let nonblockingFlag = CInt(SOCK_NONBLOCK)
     #else
     static let streamType = SOCK_STREAM
     static let datagramType = SOCK_DGRAM
@@ -176,6 +176,11 @@ enum Sys {
         return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
 
+    /// The number of CPUs online (`sysconf(_SC_NPROCESSORS_ONLN)`).
+    static func onlineCPUs() -> Int {
+        Int(sysconf(CInt(_SC_NPROCESSORS_ONLN)))
+    }
+
     /// `close(2)`, never retried: on Linux the descriptor is gone even when close reports EINTR.
     @inline(never)
     static func close(_ fd: CInt) {
@@ -252,10 +257,11 @@ enum Sys {
     }
 
     /// `accept4(2)` (accept + fcntl on Darwin): the new descriptor is close-on-exec from
-    /// birth, blocking on Linux. Waits or not as the listener's O_NONBLOCK says (`mayWait`
-    /// says which, for the test seam).
+    /// birth, blocking on Linux unless `nonblocking` (for an async accept: the new socket is
+    /// ready for a reactor without another system call). Waits or not as the listener's
+    /// O_NONBLOCK says (`mayWait` says which, for the test seam).
     @inline(never)
-    static func accept(_ fd: CInt, mayWait: Bool) -> Result<(CInt, SocketAddress), Errno> {
+    static func accept(_ fd: CInt, mayWait: Bool, nonblocking: Bool = false) -> Result<(CInt, SocketAddress), Errno> {
         #if DEBUG
         if let injected = Seam.fault(.accept, fd, mayWait: mayWait) { return .failure(injected) }
         #endif
@@ -264,7 +270,7 @@ enum Sys {
         let newFD = withUnsafeMutablePointer(to: &storage) { ptr in
             ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
                 #if os(Linux)
-                csockets_accept4(fd, sa, &len, acceptFlags)
+                csockets_accept4(fd, sa, &len, nonblocking ? acceptFlags | nonblockingFlag : acceptFlags)
                 #else
                 Darwin.accept(fd, sa, &len)
                 #endif
@@ -474,6 +480,14 @@ enum Sys {
     static func wake(_ waker: Waker) {
         var one: UInt64 = 1
         _ = withUnsafeBytes(of: &one) { write(waker.writeFD, $0.baseAddress, waker.readFD == waker.writeFD ? 8 : 1) }
+    }
+
+    /// Empties the waker (`read(2)` until it would block), for the reactor, whose waker is
+    /// written each time a job comes from another thread while it sleeps.
+    @inline(never)
+    static func drain(_ waker: Waker) {
+        var sink: UInt64 = 0
+        for _ in 0..<64 where withUnsafeMutableBytes(of: &sink, { read(waker.readFD, $0.baseAddress, 8) }) > 0 {}
     }
 
     static func close(_ waker: Waker) {

@@ -1,0 +1,406 @@
+import CSockets
+import SystemPackage
+
+// The async engine: one thread per reactor that waits on an epoll instance (a kqueue on
+// Darwin) for the readiness of its sockets and for its timers, resumes the calls those
+// wake, and runs the tasks it resumed itself — it is their `TaskExecutor` (SE-0417), so a
+// task that prefers it never hops to the global pool and back.
+//
+// One loop turn: run the jobs queued on this thread (those enqueued during the turn wait
+// for the next, so I/O is never starved); move in the jobs other threads sent; sleep in
+// `epoll_pwait2` until an event, the earliest timer (minus the kernel's timer slack, as
+// the blocking layer's `ppoll` does: `WaitBudget.pollSpan`), or a job from another thread
+// (which writes the reactor's eventfd only when it sleeps); then, under the lock, record
+// the events and fire the due timers; resume the calls they end, outside the lock.
+//
+// Jobs enqueued from the reactor's own thread go to `local`, which only that thread
+// touches: no lock, no wake-up. Jobs from other threads go to the locked inbox.
+
+/// A thread that waits for socket readiness and timers and runs the tasks it wakes.
+///
+/// Async socket calls wait on a reactor: the first async call on a socket registers it with
+/// the reactor of the thread it runs on, or else with the next of ``shared`` in turn, and
+/// the socket stays with it. A task that prefers that reactor as its executor — the tasks
+/// ``Socket/serve(maxConnections:connectionTimeout:gracePeriod:handler:)`` starts, or
+/// `Task(executorPreference: reactor) { ... }` — is resumed and run on the reactor's own
+/// thread when its socket is ready; any other task is resumed on its own executor (one
+/// thread hop).
+///
+/// There is one reactor per CPU (``shared``), started on first use, living as long as the
+/// process. A reactor's thread must never block: a blocking `Socket` call made on it acts
+/// as if the socket were non-blocking (it fails with ``SocketError/Kind/wouldBlock`` rather
+/// than wait), and any other blocking work there stalls every socket the reactor serves.
+public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConvertible {
+    // @unchecked Sendable is safe: `number`, `poller` and `waker` never change; `shared` is
+    // reached only under its lock; `local`, `events` and `resumptions` are touched only on
+    // the reactor's own thread (`enqueue` appends to `local` only when it runs there).
+
+    /// 1-based, and the value of the reactor thread's thread-local flag.
+    let number: CInt
+    let poller: Poller
+    let waker: Sys.Waker
+    let shared: Locked<Shared>
+    private var local: [UnownedJob] = []
+    private var running: [UnownedJob] = []
+    private var events = Poller.Events()
+    private var resumptions: [Resumption] = []
+
+    /// The token of the reactor's own waker in the poller.
+    static let wakerToken = UInt64.max
+
+    struct Shared {
+        /// Jobs enqueued from other threads.
+        var inbox: [UnownedJob] = []
+        /// The reactor is in (or about to enter) its wait, until `sleepUntil`.
+        var sleeping = false
+        var sleepUntil = Int64.max
+        /// The waker has been written since the reactor began to sleep.
+        var woken = false
+        /// Registrations by slot; `generations` counts each slot's uses.
+        var slots: [Registration?] = []
+        var generations: [UInt32] = []
+        var freeSlots: [Int] = []
+        var timers = TimerHeap()
+        var lastSequence: UInt64 = 0
+        /// Live registrations, for ``Reactor/description``.
+        var registered = 0
+
+        /// A new timer sequence number carrying `direction` in its low bit.
+        mutating func nextSequence(_ low: UInt64) -> UInt64 {
+            lastSequence &+= 2
+            return lastSequence | low
+        }
+    }
+
+    private init(number: CInt) throws(Errno) {
+        self.number = number
+        poller = try Poller.make()
+        do throws(Errno) {
+            waker = try Sys.makeWaker()
+        } catch {
+            Sys.close(poller.fd)
+            throw error
+        }
+        shared = Locked(Shared())
+        do throws(Errno) {
+            try poller.register(waker.readFD, token: Reactor.wakerToken)
+        } catch {
+            Sys.close(poller.fd)
+            Sys.close(waker)
+            throw error
+        }
+    }
+
+    // MARK: the reactors
+
+    private struct Pool {
+        var reactors: [Reactor] = []
+        var next = 0
+    }
+
+    private static let pool = Locked(Pool())
+
+    /// How many reactors there are once all are started: one per online CPU.
+    public static let count: Int = max(1, Sys.onlineCPUs())
+
+    /// The next reactor in turn, started if it was not yet. Sockets and tasks spread over
+    /// the reactors this way.
+    ///
+    /// - Throws: ``SocketError`` if a reactor could not be started (no descriptors left for
+    ///   its epoll instance and eventfd, or no thread).
+    public static func next() throws(SocketError) -> Reactor {
+        try pool.withLock { p throws(SocketError) -> Reactor in
+            let index = p.next % count
+            p.next &+= 1
+            if index < p.reactors.count { return p.reactors[index] }
+            let reactor: Reactor
+            do throws(Errno) {
+                reactor = try Reactor(number: CInt(p.reactors.count + 1))
+            } catch {
+                throw SocketError(.create, errno: error, detail: "could not start a reactor")
+            }
+            guard Sys.spawnDetached({ reactor.run() }) else {
+                throw SocketError(.system, .create, detail: "could not start a reactor thread")
+            }
+            p.reactors.append(reactor)
+            return reactor
+        }
+    }
+
+    /// The reactor whose thread this is, or nil.
+    public static var current: Reactor? {
+        let number = Reactor.currentNumber
+        guard number > 0 else { return nil }
+        return pool.withLock { p in Int(number) <= p.reactors.count ? p.reactors[Int(number) - 1] : nil }
+    }
+
+    /// The reactor number of the current thread (0: not a reactor thread). A thread-local read.
+    @inline(__always)
+    static var currentNumber: CInt { csockets_on_reactor_thread() }
+
+    /// True on a reactor's own thread.
+    public static var isReactorThread: Bool { currentNumber != 0 }
+
+    public var description: String {
+        let registered = shared.withLock { $0.registered }
+        return "Reactor(\(number), \(registered) socket\(registered == 1 ? "" : "s"))"
+    }
+
+    // MARK: TaskExecutor
+
+    /// Runs `job` on the reactor's thread: at once after the current turn's jobs when
+    /// enqueued from that thread, else after the reactor next wakes (which this causes).
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        if Reactor.currentNumber == number {
+            local.append(job)
+            return
+        }
+        let wake = shared.withLock { s -> Bool in
+            s.inbox.append(job)
+            if s.sleeping && !s.woken {
+                s.woken = true
+                return true
+            }
+            return false
+        }
+        if wake { Sys.wake(waker) }
+    }
+
+    // MARK: registration
+
+    /// Registers `fd` (see `Poller.register`): one `epoll_ctl` for the socket's life.
+    func register(_ fd: CInt) throws(Errno) -> Registration {
+        let registration = shared.withLock { s -> Registration in
+            let slot = s.freeSlots.popLast() ?? {
+                s.slots.append(nil)
+                s.generations.append(0)
+                return s.slots.count - 1
+            }()
+            s.generations[slot] &+= 1
+            let token = UInt64(s.generations[slot]) << 32 | UInt64(slot)
+            let registration = Registration(fd: fd, reactor: self, token: token)
+            s.slots[slot] = registration
+            s.registered += 1
+            return registration
+        }
+        do throws(Errno) {
+            try poller.register(fd, token: registration.token)
+        } catch {
+            deregister(registration, shared: false)
+            throw error
+        }
+        return registration
+    }
+
+    /// Forgets a registration whose socket is being released (no call is in flight).
+    /// `shared`: other holders keep the descriptor open, so the kernel would keep the epoll
+    /// entry: remove it.
+    func deregister(_ registration: Registration, shared descriptorShared: Bool) {
+        if descriptorShared { poller.deregister(registration.fd) }
+        shared.withLock { s in
+            registration.live = false
+            let slot = Int(registration.token & 0xffff_ffff)
+            s.slots[slot] = nil
+            s.freeSlots.append(slot)
+            s.registered -= 1
+        }
+    }
+
+    // MARK: waiting
+
+    /// Parks `waiter` on `direction` of `registration` — unless the socket is closed, the
+    /// task cancelled, or (unless `ignoringReadiness`) an event came since `observed` was
+    /// read — and arms its timer. Called inside the continuation's closure, on the task.
+    func park(_ registration: Registration, _ direction: WaitDirection, _ waiter: Waiter,
+              observed: UInt64, ignoringReadiness: Bool) {
+        let outcome = shared.withLock { s -> (Wake?, wakeReactor: Bool) in
+            if registration.closed { return (.closed, false) }
+            if Task.isCancelled { return (.cancelled, false) }
+            if !ignoringReadiness {
+                let now = registration.observe()
+                if Registration.isReady(now, direction) || now >> 32 != observed >> 32 { return (.ready, false) }
+            }
+            return registration.withList(direction) { list in
+                list.waiters.append(waiter)
+                guard waiter.deadline < list.timerWhen else { return (nil, false) }  // the entry there comes first
+                let sequence = s.nextSequence(direction == .receive ? 0 : 1)
+                list.timerSequence = sequence
+                list.timerWhen = waiter.deadline
+                s.timers.push(TimerEntry(when: waiter.deadline, sequence: sequence, target: registration))
+                return (nil, wakeIfSleepingPast(waiter.deadline, &s))
+            }
+        }
+        if let wake = outcome.0 { waiter.continuation.resume(returning: wake) }
+        if outcome.wakeReactor { Sys.wake(waker) }
+    }
+
+    /// Whether a timer at `when`, armed from another thread, needs the sleeping reactor woken
+    /// to shorten its sleep (under the lock).
+    private func wakeIfSleepingPast(_ when: Int64, _ s: inout Shared) -> Bool {
+        guard s.sleeping && when < s.sleepUntil && !s.woken else { return false }
+        s.woken = true
+        return true
+    }
+
+    /// Ends the wait of call `id` with `.cancelled`, if it is still parked. From the
+    /// cancelling thread (a task cancellation handler).
+    func cancel(_ registration: Registration, _ direction: WaitDirection, id: UInt64) {
+        let taken = shared.withLock { s -> WakeContinuation? in
+            registration.withList(direction) { list in
+                guard let i = list.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return list.waiters.remove(at: i).continuation
+            }
+        }
+        taken?.resume(returning: .cancelled)
+    }
+
+    /// Ends every wait on `registration` with `.closed`, and every later one at once.
+    func close(_ registration: Registration) {
+        var taken: [Resumption] = []
+        shared.withLock { s in
+            registration.closed = true
+            Registration.takeAll(&registration.receive, .closed, into: &taken)
+            Registration.takeAll(&registration.send, .closed, into: &taken)
+        }
+        for r in taken { r.continuation.resume(returning: r.wake) }
+    }
+
+    /// Arms `alarm` for `when` (under the lock); see ``Alarm``.
+    func arm(_ alarm: Alarm, at when: Int64, _ s: inout Shared) -> Bool {
+        let sequence = s.nextSequence(0)
+        alarm.sequence = sequence
+        s.timers.push(TimerEntry(when: when, sequence: sequence, target: alarm))
+        return wakeIfSleepingPast(when, &s)
+    }
+
+    // MARK: the loop
+
+    private func run() {
+        csockets_set_reactor_thread(number)
+        loop()
+    }
+
+    private func loop() -> Never {
+        let executor = asUnownedTaskExecutor()
+        while true {
+            // The jobs queued so far; those they enqueue wait for the next turn.
+            swap(&local, &running)
+            for job in running { job.runSynchronously(on: executor) }
+            running.removeAll(keepingCapacity: true)
+
+            let span = shared.withLock { s -> Int64? in
+                if !s.inbox.isEmpty {
+                    local.append(contentsOf: s.inbox)
+                    s.inbox.removeAll(keepingCapacity: true)
+                }
+                if !local.isEmpty { return 0 }
+                s.sleeping = true
+                guard let next = s.timers.earliest else {
+                    s.sleepUntil = .max
+                    return nil
+                }
+                s.sleepUntil = next
+                let left = next - Sys.now()
+                return left <= 0 ? 0 : WaitBudget.pollSpan(left)
+            }
+            let outcome = poller.wait(&events, nanoseconds: span)
+            shared.withLock { s in
+                s.sleeping = false
+                s.woken = false
+                if case .success(let n) = outcome {
+                    for i in 0..<n {
+                        let event = events.event(i)
+                        if event.token == Reactor.wakerToken {
+                            Sys.drain(waker)
+                            continue
+                        }
+                        let slot = Int(event.token & 0xffff_ffff)
+                        // A stale event (the socket released, its slot perhaps reused) is dropped.
+                        guard slot < s.slots.count, let registration = s.slots[slot],
+                              registration.token == event.token else { continue }
+                        registration.deliver(event, into: &resumptions)
+                    }
+                }
+                if let earliest = s.timers.earliest, earliest <= Sys.now() {
+                    let now = Sys.now()
+                    while let entry = s.timers.popDue(now: now) {
+                        guard let next = entry.target.timerFired(sequence: entry.sequence, now: now, into: &resumptions),
+                              let registration = entry.target as? Registration else { continue }
+                        let low = entry.sequence & 1
+                        let sequence = s.nextSequence(low)
+                        registration.withList(low == 0 ? .receive : .send) { list in
+                            list.timerSequence = sequence
+                            list.timerWhen = next
+                        }
+                        s.timers.push(TimerEntry(when: next, sequence: sequence, target: registration))
+                    }
+                }
+            }
+            // Resumed outside the lock: a task preferring this reactor lands in `local`.
+            for r in resumptions { r.continuation.resume(returning: r.wake) }
+            resumptions.removeAll(keepingCapacity: true)
+        }
+    }
+}
+
+/// A one-shot wait on a reactor's timer that anyone may also end early: the back-off of an
+/// accept loop at the descriptor limit, a server's grace period.
+final class Alarm: TimerTarget, @unchecked Sendable {
+    // @unchecked Sendable is safe: `reactor` never changes; every other field is read and
+    // written only under `reactor.shared`'s lock.
+    let reactor: Reactor
+    var continuation: WakeContinuation?
+    var sequence: UInt64 = 0
+    /// ``ring()`` came (before or during the wait).
+    var rung = false
+
+    init(on reactor: Reactor) { self.reactor = reactor }
+
+    func timerFired(sequence: UInt64, now: Int64, into resumptions: inout [Resumption]) -> Int64? {
+        guard sequence == self.sequence, let continuation else { return nil }
+        self.continuation = nil
+        resumptions.append(Resumption(continuation: continuation, wake: .timer))
+        return nil
+    }
+
+    /// Waits until `deadline` (`Sys.now()` nanoseconds; `Int64.max`: none), ``ring()``, or
+    /// — if `cancellable` — the task's cancellation; says which (`.timer`, `.ready`,
+    /// `.cancelled`). One wait per alarm.
+    func wait(until deadline: Int64, cancellable: Bool = true) async -> Wake {
+        if !cancellable { return await park(until: deadline, cancellable: false) }
+        return await withTaskCancellationHandler {
+            await park(until: deadline, cancellable: true)
+        } onCancel: {
+            end(.cancelled)
+        }
+    }
+
+    private func park(until deadline: Int64, cancellable: Bool) async -> Wake {
+        await suspendForWake { continuation in
+            let outcome = reactor.shared.withLock { s -> (Wake?, Bool) in
+                if rung { return (.ready, false) }
+                if cancellable && Task.isCancelled { return (.cancelled, false) }
+                if deadline <= Sys.now() { return (.timer, false) }
+                self.continuation = continuation
+                return (nil, deadline == .max ? false : reactor.arm(self, at: deadline, &s))
+            }
+            if let wake = outcome.0 { continuation.resume(returning: wake) }
+            if outcome.1 { Sys.wake(reactor.waker) }
+        }
+    }
+
+    /// Ends the wait early (or makes it end at once) with `.ready`. From any thread.
+    func ring() {
+        end(.ready)
+    }
+
+    private func end(_ wake: Wake) {
+        let taken = reactor.shared.withLock { _ -> WakeContinuation? in
+            if wake == .ready { rung = true }
+            defer { continuation = nil }
+            return continuation
+        }
+        taken?.resume(returning: wake)
+    }
+}

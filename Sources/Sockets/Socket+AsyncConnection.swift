@@ -1,0 +1,161 @@
+import SystemPackage
+
+// The async forms of accept and connect: the same names, rules and errors as the blocking
+// forms in Socket+Connection.swift and Socket+Dial.swift.
+
+extension Socket {
+    /// Accepts a connection (`accept4(2)` with `SOCK_CLOEXEC | SOCK_NONBLOCK`), suspending
+    /// until one arrives — for at most the socket's ``timeout``, and not past `deadline`.
+    ///
+    /// The async form of ``accept(deadline:)``, with the same rules: connections that died
+    /// in the queue are skipped; the new socket takes the process ``defaultTimeout``.
+    /// Cancelling the task ends the wait with `.cancelled`; a connection already accepted is
+    /// returned, never dropped.
+    ///
+    /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.tooManyOpenFiles` (the
+    ///   connection stays queued: back off before retrying), `.closed`, `.cancelled`,
+    ///   `.invalidArgument` if the socket is not listening or is a datagram socket.
+    public nonisolated(nonsending) func accept(deadline: ContinuousClock.Instant?) async throws(SocketError) -> (Socket, SocketAddress) {
+        try await accept(deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
+    }
+
+    /// Accepts a connection with no deadline; see ``accept(deadline:)``.
+    public nonisolated(nonsending) func accept() async throws(SocketError) -> (Socket, SocketAddress) {
+        try await accept(deadlineLeft: nil)
+    }
+
+    nonisolated(nonsending) func accept(deadlineLeft: Int64?) async throws(SocketError) -> (Socket, SocketAddress) {
+        guard type == .stream else {
+            throw SocketError(.invalidArgument, .accept, address: try? localAddress,
+                              detail: "a datagram socket cannot accept connections")
+        }
+        var call = try beginAsyncCall(.accept, address: nil, deadlineLeft: deadlineLeft)
+        defer { endAsyncCall(call) }
+        do throws(SocketError) {
+            let (newFD, peer) = try await performAsync(&call, .receive) { _ throws(Errno) -> (CInt, SocketAddress)? in
+                // O_NONBLOCK belongs to the open file, which the holders of an adopted socket share.
+                if shared { try Sys.setNonblocking(fd, true) }
+                // A connection that died in the queue is skipped at once: the others queued
+                // behind it bring no new edge.
+                for _ in 0..<1024 {
+                    do throws(Errno) {
+                        return try Attempt.run(mayWait: false) { Sys.accept(fd, mayWait: false, nonblocking: true) }
+                    } catch where Socket.diedInQueue(error) {
+                        continue
+                    }
+                }
+                return nil
+            }
+            let inherits = state.withLock { $0.mode.timersSet }
+            let mode = DescriptorMode.accepted(inherits: inherits, nonblocking: true)
+            return (Socket(fd: newFD, family: family, type: type, timeout: Socket.defaultTimeout, mode: mode, peer: peer), peer)
+        } catch {
+            throw error.at(try? Sys.localAddress(fd))
+        }
+    }
+
+    /// Connects to `address`: a non-blocking `connect(2)`, then (while the handshake goes on)
+    /// a suspension until the socket is writable, and `SO_ERROR`, within the call's limit.
+    ///
+    /// The async form of ``connect(to:deadline:)``, with the same rules: refused at once on
+    /// Linux whatever the timeout; a Unix listener with a full queue is tried again (1 ms
+    /// doubling to 32 ms). After a timeout or a cancellation the socket is half-way through
+    /// a handshake and good only for closing.
+    ///
+    /// - Throws: ``SocketError`` — `.timedOut`, `.connectionRefused`, `.unreachable`,
+    ///   `.wouldBlock`, `.closed`, `.cancelled`, `.invalidArgument`.
+    public nonisolated(nonsending) func connect(to address: SocketAddress, deadline: ContinuousClock.Instant?) async throws(SocketError) {
+        try await connect(to: address, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
+    }
+
+    /// Connects to `address` with no deadline; see ``connect(to:deadline:)``.
+    public nonisolated(nonsending) func connect(to address: SocketAddress) async throws(SocketError) {
+        try await connect(to: address, deadlineLeft: nil)
+    }
+
+    nonisolated(nonsending) func connect(to address: SocketAddress, deadlineLeft: Int64?) async throws(SocketError) {
+        try checkFamily(address, .connect)
+        var call = try beginAsyncCall(.connect, address: address, deadlineLeft: deadlineLeft)
+        defer { endAsyncCall(call) }
+        let nonBlocking = call.budget.limit == .none
+        var inProgress = false
+        do throws(SocketError) {
+            try await performAsync(&call, .send, alwaysTry: true, paced: family == .unix) { _ throws(Errno) -> Void? in
+                if inProgress {
+                    // Writable: the handshake is over, or the readiness is stale. SO_ERROR
+                    // says how it failed; a peer name says it succeeded (Go's netFD.connect).
+                    if let outcome = try Sys.pendingError(fd), outcome != .socketIsConnected { throw outcome }
+                    return (try? Sys.peerAddress(fd)) == nil ? nil : ()
+                }
+                switch Sys.connect(fd, address) {
+                case .success:
+                    return ()
+                case .failure(let e):
+                    switch e {
+                    case .nowInProgress, .alreadyInProcess:
+                        inProgress = true
+                    case .interrupted where family != .unix:
+                        inProgress = true
+                    case .interrupted:
+                        break  // Unix: nothing is in progress; connect again
+                    case .resourceTemporarilyUnavailable where family == .unix:
+                        break  // the listener's queue is full; connect again (paced)
+                    default:
+                        throw e
+                    }
+                    if nonBlocking && inProgress { throw Errno.nowInProgress }
+                    return nil
+                }
+            }
+        } catch {
+            throw error.at(address)
+        }
+        if isClosed { throw SocketError(.closed, .connect, address: address) }
+    }
+
+    /// Resolves `hostPort` and connects a new stream socket to the first of its addresses
+    /// that accepts; the async form of ``connect(to:timeout:deadline:)``, with the same
+    /// rules: `timeout` bounds the whole call, resolution included, and becomes the socket's
+    /// ``timeout``. The name is resolved on a helper thread, never on the task's.
+    ///
+    /// - Throws: ``SocketError`` — the first address's error if all fail, `.nameResolution`,
+    ///   `.invalidArgument`, `.cancelled`.
+    public nonisolated(nonsending) static func connect(
+        to hostPort: String, timeout: SocketTimeout = Socket.defaultTimeout,
+        deadline: ContinuousClock.Instant? = nil
+    ) async throws(SocketError) -> Socket {
+        if timeout == .nonBlocking {
+            throw SocketError(.invalidArgument, .connect,
+                              detail: "connecting by name needs a blocking or timed socket, not a non-blocking one")
+        }
+        let start = ContinuousClock.now
+        var overall = deadline
+        if let d = timeout.duration { overall = min(overall ?? start + d, start + d) }
+        let addresses: [SocketAddress]
+        do {
+            addresses = try await SocketAddress.resolve(hostPort, deadline: overall)
+        } catch where error.kind == .timedOut && error.timeout != .zero {
+            throw SocketError(.timedOut, .resolve, timeout: overall.map { $0 - start }, detail: error.detail)
+        }
+        var firstError: SocketError?
+        for (index, address) in addresses.enumerated() {
+            let attemptDeadline = overall.map { partialDeadline(overall: $0, addressesLeft: addresses.count - index) }
+            do throws(SocketError) {
+                let socket = try Socket(address.family, .stream)
+                socket.timeout = .never
+                try await socket.connect(to: address, deadline: attemptDeadline)
+                socket.timeout = timeout
+                return socket
+            } catch {
+                if error.kind == .cancelled { throw error }
+                let reported = error.kind == .timedOut && error.timeout != .zero
+                    ? SocketError(.timedOut, .connect, address: address, timeout: overall.map { $0 - start })
+                    : error
+                firstError = firstError ?? reported
+                if error.kind == .timedOut && attemptDeadline == overall { break }
+            }
+        }
+        let error = firstError ?? SocketError(.nameResolution, .connect, detail: "'\(hostPort)' gave no address")
+        throw addresses.count > 1 ? error.with(detail: "\(addresses.count) addresses for '\(hostPort)', first error shown") : error
+    }
+}
