@@ -80,15 +80,19 @@ extension Socket {
         let nonBlocking = call.budget.limit == .none
         var inProgress = false
         do throws(SocketError) {
-            try await performAsync(&call, .send, alwaysTry: true, paced: family == .unix) { _ throws(Errno) -> Void? in
+            let registration = call.registration
+            try await performAsync(&call, .send, connecting: true, paced: family == .unix) { _ throws(Errno) -> Void? in
                 if inProgress {
                     // Writable: the handshake is over, or the readiness is stale. SO_ERROR
                     // says how it failed; a peer name says it succeeded (Go's netFD.connect).
                     if let outcome = try Sys.pendingError(fd), outcome != .socketIsConnected { throw outcome }
-                    return (try? Sys.peerAddress(fd)) == nil ? nil : ()
+                    if (try? Sys.peerAddress(fd)) == nil { return nil }
+                    registration.forgetFinalStates()
+                    return ()
                 }
                 switch Sys.connect(fd, address) {
                 case .success:
+                    registration.forgetFinalStates()
                     return ()
                 case .failure(let e):
                     switch e {

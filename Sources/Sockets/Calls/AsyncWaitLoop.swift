@@ -82,20 +82,24 @@ extension Socket {
     /// learns the socket is drained — a short read — clears its bit with it).
     ///
     /// - Parameters:
-    ///   - alwaysTry: the first attempt is made whatever the readiness bit says (connect,
-    ///     whose first attempt starts the operation).
+    ///   - connecting: a connect, whose first attempt starts the operation whatever the
+    ///     readiness says, and for which only writability counts (not the hang-up Linux
+    ///     reports for a socket not yet connected).
     ///   - paced: a Unix connect or datagram send, for which readiness says nothing about the
     ///     peer's queue: its waits are timed retries (1 ms doubling to 32 ms), ended early by
     ///     any event on the socket.
     @inline(__always)
     nonisolated(nonsending) func performAsync<R>(
-        _ call: inout AsyncCall, _ direction: WaitDirection, alwaysTry: Bool = false, paced: Bool = false,
+        _ call: inout AsyncCall, _ direction: WaitDirection, connecting: Bool = false, paced: Bool = false,
         _ attempt: (_ observed: UInt64) throws(Errno) -> R?
     ) async throws(SocketError) -> R {
-        var force = alwaysTry
+        let mask = connecting ? Registration.writable : Registration.readyMask(direction)
+        // A call that may not wait (a non-blocking socket) tries whatever the bits say: the
+        // reactor may not have recorded yet the event that made the socket ready.
+        var force = connecting || call.budget.limit == .none
         while true {
             let observed = call.registration.observe()
-            if force || Registration.isReady(observed, direction) {
+            if force || observed & mask != 0 {
                 let result: R?
                 do throws(Errno) {
                     result = try attempt(observed)
@@ -106,18 +110,20 @@ extension Socket {
                 call.registration.clear(direction, ifUnchangedSince: observed)
                 if paced && call.pace == 0 { call.pace = 1_000_000 }
             }
-            force = try await waitAsync(&call, direction, observed: observed) == .timer
+            force = try await waitAsync(&call, direction, observed: observed, readyMask: mask) == .timer
         }
     }
 
     /// Parks the call on its reactor until `direction` may be ready (an event since
-    /// `observed` was read), its pace or its budget's instant comes, its task is cancelled
+    /// `observed` was read, or a bit of `readyMask` set), its pace or its budget's instant comes, its task is cancelled
     /// or the socket closed. Returns `.ready` or `.timer` (a paced retry) for the caller to
     /// try again.
     ///
     /// - Throws: `.timedOut` when the instant has passed (by the clock, read after every
     ///   wake-up), `.wouldBlock` for a non-blocking socket, `.cancelled`, `.closed`.
-    nonisolated(nonsending) func waitAsync(_ call: inout AsyncCall, _ direction: WaitDirection, observed: UInt64) async throws(SocketError) -> Wake {
+    nonisolated(nonsending) func waitAsync(
+        _ call: inout AsyncCall, _ direction: WaitDirection, observed: UInt64, readyMask: UInt64
+    ) async throws(SocketError) -> Wake {
         var deadline = Int64.max
         switch call.budget.limit {
         case .none:
@@ -138,7 +144,7 @@ extension Socket {
         let wake = await withTaskCancellationHandler {
             await suspendForWake { continuation in
                 registration.reactor.park(registration, direction, Waiter(id: id, continuation: continuation, deadline: deadline),
-                                          observed: observed, ignoringReadiness: pacing)
+                                          observed: observed, readyMask: pacing ? 0 : readyMask)
             }
         } onCancel: {
             registration.reactor.cancel(registration, direction, id: id)

@@ -23,6 +23,12 @@ struct PollerEvent {
     var readable: Bool
     /// Writable, or a hang-up or an error (which the next write or `SO_ERROR` reports).
     var writable: Bool
+    /// The peer's end of stream, a hang-up or an error: final states, which the reactor
+    /// keeps (a short read may well drain the data before a FIN the same event reported,
+    /// and no edge will come for it again).
+    var readClosed: Bool
+    /// A hang-up or an error.
+    var writeClosed: Bool
 }
 
 /// An epoll instance (a kqueue on Darwin). Owned by one reactor, closed never (reactors
@@ -90,10 +96,14 @@ struct Poller {
             let broken = CSOCKETS_EPOLLHUP | CSOCKETS_EPOLLERR
             return PollerEvent(token: tokens[i],
                                readable: f & (CSOCKETS_EPOLLIN | CSOCKETS_EPOLLRDHUP | broken) != 0,
-                               writable: f & (CSOCKETS_EPOLLOUT | broken) != 0)
+                               writable: f & (CSOCKETS_EPOLLOUT | broken) != 0,
+                               readClosed: f & (CSOCKETS_EPOLLRDHUP | broken) != 0,
+                               writeClosed: f & broken != 0)
             #else
-            let isRead = flags[i] == UInt32(bitPattern: Int32(EVFILT_READ))
-            return PollerEvent(token: tokens[i], readable: isRead, writable: !isRead)
+            let isRead = flags[i] & 0xffff == UInt32(UInt16(bitPattern: Int16(EVFILT_READ)))
+            let eof = flags[i] >> 16 & UInt32(EV_EOF) != 0
+            return PollerEvent(token: tokens[i], readable: isRead, writable: !isRead,
+                               readClosed: isRead && eof, writeClosed: !isRead && eof)
             #endif
         }
     }
@@ -127,7 +137,8 @@ struct Poller {
         if n < 0 { events.count = 0; return .failure(Sys.lastErrno()) }
         for i in 0..<Int(n) {
             events.tokens[i] = UInt64(UInt(bitPattern: events.kevents[i].udata))
-            events.flags[i] = UInt32(bitPattern: Int32(events.kevents[i].filter))
+            // The filter in the low half, the kevent flags (EV_EOF) in the high half.
+            events.flags[i] = UInt32(UInt16(bitPattern: events.kevents[i].filter)) | UInt32(events.kevents[i].flags) << 16
         }
         events.count = Int(n)
         #endif

@@ -210,16 +210,17 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
     // MARK: waiting
 
     /// Parks `waiter` on `direction` of `registration` — unless the socket is closed, the
-    /// task cancelled, or (unless `ignoringReadiness`) an event came since `observed` was
-    /// read — and arms its timer. Called inside the continuation's closure, on the task.
+    /// task cancelled, or (for a non-zero `readyMask`) an event came since `observed` was
+    /// read or a bit of `readyMask` is set — and arms its timer. Called inside the
+    /// continuation's closure, on the task.
     func park(_ registration: Registration, _ direction: WaitDirection, _ waiter: Waiter,
-              observed: UInt64, ignoringReadiness: Bool) {
+              observed: UInt64, readyMask: UInt64) {
         let outcome = shared.withLock { s -> (Wake?, wakeReactor: Bool) in
             if registration.closed { return (.closed, false) }
             if Task.isCancelled { return (.cancelled, false) }
-            if !ignoringReadiness {
+            if readyMask != 0 {
                 let now = registration.observe()
-                if Registration.isReady(now, direction) || now >> 32 != observed >> 32 { return (.ready, false) }
+                if now & readyMask != 0 || now >> 32 != observed >> 32 { return (.ready, false) }
             }
             return registration.withList(direction) { list in
                 list.waiters.append(waiter)

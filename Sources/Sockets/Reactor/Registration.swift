@@ -77,6 +77,9 @@ final class Registration: TimerTarget, @unchecked Sendable {
 
     static let readable: UInt64 = 1
     static let writable: UInt64 = 2
+    /// Final states (end of stream, hang-up, error): set by an event, never cleared.
+    static let readClosed: UInt64 = 4
+    static let writeClosed: UInt64 = 8
     static let tickUnit: UInt64 = 1 << 32
 
     let fd: CInt
@@ -100,9 +103,18 @@ final class Registration: TimerTarget, @unchecked Sendable {
 
     static func bit(_ direction: WaitDirection) -> UInt64 { direction == .receive ? readable : writable }
 
-    /// Whether `direction` may be ready in the word `observed`.
+    /// The bits that say `direction` may be ready: its own, and its final state.
     @inline(__always)
-    static func isReady(_ observed: UInt64, _ direction: WaitDirection) -> Bool { observed & bit(direction) != 0 }
+    static func readyMask(_ direction: WaitDirection) -> UInt64 {
+        direction == .receive ? readable | readClosed : writable | writeClosed
+    }
+
+    /// Forgets the final states: a socket that has just connected, whose registration may
+    /// have seen the hang-up of a socket not yet connected (Linux reports `EPOLLHUP` for a
+    /// TCP socket in the CLOSE state when it is registered).
+    func forgetFinalStates() {
+        readiness.bitwiseAnd(~(Registration.readClosed | Registration.writeClosed), ordering: .acquiringAndReleasing)
+    }
 
     /// The word now.
     @inline(__always)
@@ -124,6 +136,7 @@ final class Registration: TimerTarget, @unchecked Sendable {
     /// Records an event (on the reactor thread, under the lock) and takes the waiters it wakes.
     func deliver(_ event: PollerEvent, into resumptions: inout [Resumption]) {
         let bits = (event.readable ? Registration.readable : 0) | (event.writable ? Registration.writable : 0)
+            | (event.readClosed ? Registration.readClosed : 0) | (event.writeClosed ? Registration.writeClosed : 0)
         var current = readiness.load(ordering: .relaxed)
         while true {
             let (exchanged, original) = readiness.compareExchange(
