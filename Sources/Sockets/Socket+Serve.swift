@@ -11,6 +11,16 @@ import SystemPackage
 // every one of them has ended, and a connection is handed to its task in the step that
 // accepted it, so none is ever accepted and left unserved.
 
+/// What a server run by ``Socket/serve(maxConnections:connectionTimeout:gracePeriod:events:handler:)``
+/// reports as it goes, for a log.
+public enum ServerEvent: Sendable {
+    /// accept failed for want of resources (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`); the
+    /// server tries again after `retryIn` (5 ms, doubling to 1 s while it goes on failing).
+    case backingOff(SocketError, retryIn: Duration)
+    /// accept succeeded again after backing off.
+    case acceptingAgain
+}
+
 extension Socket {
     /// Accepts connections on this listening socket and runs `handler` for each in its own
     /// task, until the task calling `serve` is cancelled, the listener is closed, or accept
@@ -43,6 +53,8 @@ extension Socket {
     ///     ``defaultTimeout``, as for any accepted socket): with a timed value, a peer silent
     ///     that long fails the waiting call with `.timedOut` — an idle timeout.
     ///   - gracePeriod: how long connections may run on after the server is cancelled.
+    ///   - events: called (on the server's task) when the server backs off at the
+    ///     descriptor limit and when it accepts again, for a log.
     ///   - handler: serves one connection: the socket and the peer's address.
     /// - Returns: when the server was cancelled or the listener closed, once every
     ///   connection has ended.
@@ -53,6 +65,7 @@ extension Socket {
         maxConnections: Int? = nil,
         connectionTimeout: SocketTimeout? = nil,
         gracePeriod: Duration = .seconds(5),
+        events: (@Sendable (ServerEvent) -> Void)? = nil,
         handler: @escaping @Sendable (Socket, SocketAddress) async throws -> Void
     ) async throws(SocketError) {
         if let maxConnections, maxConnections < 1 {
@@ -75,6 +88,7 @@ extension Socket {
             }
             do throws(SocketError) {
                 let (connection, peer) = try await accept()
+                if backoff != 0 { events?(.acceptingAgain) }
                 backoff = 0
                 if let connectionTimeout { connection.timeout = connectionTimeout }
                 // Handed over in the step that accepted it: no await between the two.
@@ -90,6 +104,7 @@ extension Socket {
                     break accepting
                 case _ where outOfResources:
                     backoff = backoff == 0 ? 5_000_000 : min(backoff * 2, 1_000_000_000)
+                    events?(.backingOff(error, retryIn: .nanoseconds(backoff)))
                     if await Alarm(on: reactor).wait(until: saturatingSum(Sys.now(), backoff)) == .cancelled {
                         break accepting
                     }

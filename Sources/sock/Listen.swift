@@ -2,16 +2,17 @@ import ArgumentParser
 import Foundation
 import Sockets
 
-struct Listen: ParsableCommand {
+struct Listen: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Accept a connection on [HOST:]PORT and copy stdin to it and it to stdout.",
         discussion: """
             HOST defaults to 127.0.0.1 (never every interface unless you ask: 0.0.0.0:PORT).
             Prints 'listening on HOST:PORT' on stderr with the real port, also for port 0.
             Without --keep-open: one connection; ends when the peer has closed and stdin is sent.
-            With --keep-open: serves connections at once, each on its own thread, their data
-            to stdout (stdin is not read), with a backlog of 4096 (capped by the kernel's
-            somaxconn); a connection silent for --timeout is closed;
+            With --keep-open: serves connections at once, each in its own task on the library's
+            reactors (no thread per connection), their data to stdout (stdin is not read),
+            with a backlog of 4096 (capped by the kernel's somaxconn); a connection silent
+            for --timeout is closed;
             at the descriptor limit (EMFILE) it backs off (5 ms doubling to 1 s) and resumes.
             """
     )
@@ -28,24 +29,31 @@ struct Listen: ParsableCommand {
     @Flag(name: .customLong("keep-open"), help: "Keep accepting connections.")
     var keepOpen = false
 
-    func run() throws {
+    func run() async throws {
         do {
             let server = try makeServer()
             printError("listening on \(try server.localAddress)")
             server.timeout = acceptTimeout?.timeout ?? .never
-            if keepOpen { try serveForever(server) }
-            let (connection, peer) = try server.accept()
-            server.close()
-            printError("connection from \(peer)")
-            connection.timeout = timeout?.timeout ?? .never
-            if let error = Relay(socket: connection, endWhenPeerCloses: false).run() {
-                throw Exit.report(error)
+            if keepOpen {
+                try await serve(server)
+                return
             }
+            try serveOne(server)
         } catch let error as SocketError {
             throw Exit.report(error)
         }
     }
 
+    /// One connection, relayed both ways with blocking calls on threads (Relay.swift).
+    private func serveOne(_ server: Socket) throws {
+        let (connection, peer) = try server.accept()
+        server.close()
+        printError("connection from \(peer)")
+        connection.timeout = timeout?.timeout ?? .never
+        if let error = Relay(socket: connection, endWhenPeerCloses: false).run() {
+            throw Exit.report(error)
+        }
+    }
     private func makeServer() throws(SocketError) -> Socket {
         let text = endpoint.allSatisfy(\.isNumber) ? "127.0.0.1:\(endpoint)" : endpoint
         let address = try SocketAddress.resolve(text)[0]  // resolve throws rather than return none
@@ -59,43 +67,32 @@ struct Listen: ParsableCommand {
         return server
     }
 
-    /// The --keep-open accept loop. Returns only by throwing (accept timeout, or an error
-    /// that is not about descriptors).
-    private func serveForever(_ server: Socket) throws(SocketError) -> Never {
+    /// The --keep-open server: `Socket.serve`, a task per connection. Returns only by
+    /// throwing (the accept timeout, or an error that is not about descriptors).
+    private func serve(_ server: Socket) async throws(SocketError) {
         let stdoutLock = NSLock()
-        let connectionTimeout = timeout?.timeout ?? .never
-        var backoff: Duration?
-        while true {
-            do throws(SocketError) {
-                let (connection, peer) = try server.accept()
-                if backoff != nil { printError("sock: accepting again") }
-                backoff = nil
-                connection.timeout = connectionTimeout
-                Thread.detachNewThread {
-                    Listen.drain(connection, from: peer, stdoutLock: stdoutLock)
+        try await server.serve(connectionTimeout: timeout?.timeout ?? .never, events: { event in
+            switch event {
+            case .backingOff(let error, let retryIn) where retryIn == .milliseconds(5):
+                printError("sock: \(error); backing off")
+            case .backingOff:
+                break
+            case .acceptingAgain:
+                printError("sock: accepting again")
+            }
+        }) { connection, peer in
+            do {
+                while true {
+                    let chunk = try await connection.receive(upTo: 65_536)
+                    if chunk.isEmpty { return }
+                    // A write to stdout may block this reactor's thread while the reader is
+                    // slow; the other connections on it wait with it, as they would for the
+                    // lock of a shared stdout.
+                    stdoutLock.withLock { _ = writeAll(1, chunk) }
                 }
-            } catch where error.kind == .tooManyOpenFiles {
-                // The connection stays queued; retrying at once would spin. Back off like Go's
-                // net/http: 5 ms, doubling, at most 1 s.
-                let next = backoff.map { min($0 * 2, .seconds(1)) } ?? .milliseconds(5)
-                if backoff == nil { printError("sock: \(error); backing off") }
-                backoff = next
-                Thread.sleep(forTimeInterval: seconds(next))
+            } catch {
+                printError("sock: connection from \(peer): \(error); closed")
             }
-        }
-    }
-
-    /// Copies one --keep-open connection to stdout until it closes, fails or idles out.
-    private static func drain(_ connection: Socket, from peer: SocketAddress, stdoutLock: NSLock) {
-        defer { connection.close() }
-        do {
-            while true {
-                let chunk = try connection.receive(upTo: 65_536)
-                if chunk.isEmpty { return }
-                stdoutLock.withLock { _ = writeAll(1, chunk) }
-            }
-        } catch {
-            printError("sock: connection from \(peer): \(error); closed")
         }
     }
 }

@@ -3,7 +3,7 @@ import Sockets
 
 /// `sock`: a netcat-like tool whose every wait has a limit, and a live demo of timeouts.
 @main
-struct Sock: ParsableCommand {
+struct Sock: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sock",
         abstract: "Plain sockets with honest timeouts.",

@@ -21,7 +21,7 @@ import SystemPackage
 /// Async socket calls wait on a reactor: the first async call on a socket registers it with
 /// the reactor of the thread it runs on, or else with the next of ``shared`` in turn, and
 /// the socket stays with it. A task that prefers that reactor as its executor — the tasks
-/// ``Socket/serve(maxConnections:connectionTimeout:gracePeriod:handler:)`` starts, or
+/// ``Socket/serve(maxConnections:connectionTimeout:gracePeriod:events:handler:)`` starts, or
 /// `Task(executorPreference: reactor) { ... }` — is resumed and run on the reactor's own
 /// thread when its socket is ready; any other task is resumed on its own executor (one
 /// thread hop).

@@ -127,7 +127,7 @@ struct AsyncCancellationTests {
     func connectLeavesNothing() async throws {
         let (server, fillers, address) = try fullQueueListener()
         defer { server.close(); fillers.forEach { $0.close() } }
-        let before = try openDescriptors()
+        let before = try await openDescriptorsAfterWarmUp()
         let connecting = Task {
             let socket = try Socket(.ipv4)
             defer { socket.close() }
@@ -149,7 +149,7 @@ struct AsyncCancellationTests {
     func connectByNameCancelled() async throws {
         let (server, fillers, address) = try fullQueueListener()
         defer { server.close(); fillers.forEach { $0.close() } }
-        let before = try openDescriptors()
+        let before = try await openDescriptorsAfterWarmUp()
         let connecting = Task { _ = try await Socket.connect(to: "127.0.0.1:\(address.port!)", timeout: .never) }
         await nap(.milliseconds(100))
         connecting.cancel()

@@ -65,3 +65,12 @@ func value<T: Sendable>(of task: Task<T, any Error>, within limit: Duration = .s
 func nap(_ duration: Duration) async {
     try? await Task.sleep(for: duration)
 }
+
+/// The descriptors open now, once every reactor has started (each holds an epoll instance
+/// and an eventfd for the life of the process) and the concurrency runtime has made the
+/// timerfd behind `Task.sleep`: neither is a test's leak.
+func openDescriptorsAfterWarmUp() async throws -> Set<String> {
+    for _ in 0..<Reactor.count { _ = try Reactor.next() }
+    await nap(.milliseconds(1))
+    return try openDescriptors()
+}
