@@ -144,6 +144,55 @@ struct SignalStormTests {
             + "median late \(ms(median(quiet))) quiet, \(ms(median(stormy))) storm")
     }
 
+    @Test("async: a timed receive and accept on a reactor thread that takes the storm: no spurious error, never early, median lateness within 1 ms of a quiet run",
+          arguments: [false, true], [Operation.accept, .receive])
+    func asyncStorm(restart: Bool, operation: Operation) async throws {
+        installAlarmHandler(restart: restart)
+        let reactor = try Reactor.next()
+        let timeout = try SocketTimeout.after(Self.timeout)
+        var quiet: [Duration] = []
+        var stormy: [Duration] = []
+        var alarms = 0
+        for _ in 0..<Self.trials {
+            for storm in [false, true] {
+                // On the reactor's thread, which unblocks SIGALRM and is the storm's target
+                // while the task waits: its epoll_pwait2 is interrupted a hundred times.
+                let trial = Task(executorPreference: reactor) { () -> (SocketError.Kind?, Duration, Int) in
+                    let (listener, _) = try makeListener()
+                    let (client, peer) = try Socket.pair()
+                    defer { [listener, client, peer].forEach { $0.close() } }
+                    listener.timeout = timeout
+                    client.timeout = timeout
+                    setSignal(SIGALRM, SIG_UNBLOCK)
+                    let before = alarmsTaken.load(ordering: .relaxed)
+                    stormTarget.store(UInt(pthread_self()), ordering: .relaxed)
+                    if storm { setAlarmInterval(microseconds: 1000) }
+                    let start = ContinuousClock.now
+                    var kind: SocketError.Kind?
+                    do throws(SocketError) {
+                        if operation == .accept { _ = try await listener.accept() } else { _ = try await client.receive(upTo: 16) }
+                    } catch {
+                        kind = error.kind
+                    }
+                    let elapsed = ContinuousClock.now - start
+                    setAlarmInterval(microseconds: 0)
+                    stormTarget.store(0, ordering: .relaxed)
+                    setSignal(SIGALRM, SIG_BLOCK)
+                    return (kind, elapsed, alarmsTaken.load(ordering: .relaxed) - before)
+                }
+                let (kind, elapsed, taken) = try await value(of: trial, within: .seconds(20))
+                #expect(kind == .timedOut, "\(operation) ended in \(kind.map { "\($0)" } ?? "success") (storm: \(storm))")
+                #expect(elapsed >= Self.timeout, "\(operation) fired early: \(elapsed) (storm: \(storm))")
+                if storm { stormy.append(elapsed - Self.timeout); alarms += taken } else { quiet.append(elapsed - Self.timeout) }
+            }
+        }
+        #expect(alarms >= Self.trials * 30, "only \(alarms) alarms reached the reactor thread in \(Self.trials) storms")
+        #expect(median(stormy) <= median(quiet) + .milliseconds(1),
+                "median lateness \(ms(median(stormy))) under the storm, \(ms(median(quiet))) without")
+        print("fault suite: async storm SA_RESTART=\(restart) \(operation): \(alarms) alarms over \(Self.trials) × \(Self.timeout); "
+            + "median late \(ms(median(quiet))) quiet, \(ms(median(stormy))) storm")
+    }
+
     @Test("writing to a peer that reset the connection fails with an error, with SIGPIPE left at its default (fatal) action")
     func noSigpipeWithoutIgnoring() throws {
         // The process-wide action is SIG_DFL for the whole test: if the library let one
