@@ -64,6 +64,34 @@ struct AsyncCloseTests {
         #expect(leaked.isEmpty, "\(what): \(leaked)")
     }
 
+    @Test("what the kernel will not wake (a Unix datagram send to a full receiver, a Unix connect to a full listener): timed out on time without spinning, and ended by close()",
+          arguments: ["datagram send", "connect"])
+    func pacedWaits(_ what: String) async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let (peer, fillers, address) = what == "connect"
+            ? try fullUnixListener(at: directory.path + "/l")
+            : try fullUnixDatagramReceiver(at: directory.path + "/r")
+        defer { ([peer] + fillers).forEach { $0.close() } }
+        func attempt(_ socket: Socket) async throws {
+            if what == "connect" { try await socket.connect(to: address) } else { _ = try await socket.send([1], to: address) }
+        }
+        let timed = try Socket(.unix, what == "connect" ? .stream : .datagram)
+        timed.timeout = try .after(.milliseconds(300))
+        let cpuBefore = processCPUTime()
+        let (_, elapsed) = await expectAsyncFailure(.timedOut) { try await attempt(timed) }
+        expectTiming(elapsed, atLeast: .milliseconds(300))
+        #expect(processCPUTime() - cpuBefore < .milliseconds(100), "the paced wait spun")
+        timed.close()
+        let waiting = try Socket(.unix, what == "connect" ? .stream : .datagram)
+        let call = Task { try await attempt(waiting) }
+        await nap(.milliseconds(100))
+        waiting.close()
+        let start = ContinuousClock.now
+        if case .failure(let error as SocketError) = await call.result { #expect(error.kind == .closed) } else { Issue.record("not closed") }
+        #expect(ContinuousClock.now - start < .seconds(1))
+    }
+
     @Test("a socket used by async calls still serves blocking calls, with the same timeout rules")
     func mixing() async throws {
         let (client, server) = try await asyncConnectedPair()
