@@ -307,10 +307,12 @@ extension Socket {
         state.withLock { $0.peer } ?? (try? Sys.peerAddress(fd))
     }
 
-    /// `error` with the peer's address, except a would-block: a non-blocking socket's
-    /// ordinary answer, which must cost no extra system call (`getpeername`).
+    /// `error` with the peer's address, except a plain would-block: a non-blocking socket's
+    /// ordinary answer, which must cost no extra system call (`getpeername`). (A would-block
+    /// with a detail — a blocking call refused on a reactor's thread — is a mistake to fix,
+    /// and gets the address.)
     func addressed(_ error: SocketError) -> SocketError {
-        error.kind == .wouldBlock ? error : error.at(peerAddressForMessages(fd))
+        error.kind == .wouldBlock && error.detail == nil ? error : error.at(peerAddressForMessages(fd))
     }
 }
 

@@ -19,16 +19,20 @@ public enum ServerEvent: Sendable {
     case backingOff(SocketError, retryIn: Duration)
     /// accept succeeded again after backing off.
     case acceptingAgain
+    /// A connection's handler threw `error` (the connection was then closed).
+    case handlerFailed(peer: SocketAddress, error: any Error)
 }
 
 extension Socket {
     /// Accepts connections on this listening socket and runs `handler` for each in its own
     /// task, until the task calling `serve` is cancelled, the listener is closed, or accept
-    /// fails with an error that is not about resources.
+    /// fails with an error that is not about resources. Then it closes the listener (as Go's
+    /// `http.Server.Serve` does: clients that connect later are refused rather than left
+    /// waiting in a queue nobody reads) and shuts down gracefully.
     ///
     /// Each connection's task runs on a reactor (see ``Reactor``), the connections spread
-    /// over them; when `handler` returns or throws, the connection is closed. (A thrown
-    /// error ends only that connection; handle errors you care about inside `handler`.)
+    /// over them; when `handler` returns or throws, the connection is closed. An error the
+    /// handler throws ends only its connection, and is reported through `events`.
     ///
     /// - At the descriptor limit (`EMFILE`, `ENFILE`, or `ENOBUFS`/`ENOMEM`) the loop backs
     ///   off — 5 ms, doubling to 1 s — and accepts again; the connections stay queued. The
@@ -38,14 +42,15 @@ extension Socket {
     ///   the rest wait in the listen queue.
     /// - Graceful shutdown: cancelling the task that called `serve` stops accepting at once
     ///   (a connection already accepted is still served), lets the connections run on for
-    ///   `gracePeriod`, then closes those still open — their calls fail with
-    ///   ``SocketError/Kind/closed`` — and cancels their tasks, and returns once every
-    ///   connection's task has ended. Connections are never cancelled by the server's
-    ///   cancellation itself.
+    ///   `gracePeriod`, then closes those still open — their socket calls fail with
+    ///   ``SocketError/Kind/closed`` — and cancels their tasks (so what else they await may
+    ///   fail with a cancellation error), and returns once every connection's task has
+    ///   ended. Connections are never cancelled by the server's cancellation itself.
     ///
     /// The listener's own ``timeout`` applies to each accept: a listener with a timeout
     /// stops serving (gracefully, as above) and throws `.timedOut` after that long without
-    /// a new connection.
+    /// a new connection. A listener created after ``defaultTimeout`` was set has that
+    /// timeout: set `listener.timeout = .never` to serve for as long as it takes.
     ///
     /// - Parameters:
     ///   - maxConnections: the most connections served at once (nil: no limit).
@@ -53,8 +58,9 @@ extension Socket {
     ///     ``defaultTimeout``, as for any accepted socket): with a timed value, a peer silent
     ///     that long fails the waiting call with `.timedOut` — an idle timeout.
     ///   - gracePeriod: how long connections may run on after the server is cancelled.
-    ///   - events: called (on the server's task) when the server backs off at the
-    ///     descriptor limit and when it accepts again, for a log.
+    ///   - events: called when the server backs off at the descriptor limit, when it
+    ///     accepts again, and when a handler throws, for a log. It may be called from any
+    ///     task, concurrently.
     ///   - handler: serves one connection: the socket and the peer's address.
     /// - Returns: when the server was cancelled or the listener closed, once every
     ///   connection has ended.
@@ -95,7 +101,11 @@ extension Socket {
                 let home: Reactor
                 do throws(SocketError) { home = try Reactor.next() } catch { home = reactor }
                 connections.start(connection, on: home) {
-                    try? await handler(connection, peer)
+                    do {
+                        try await handler(connection, peer)
+                    } catch {
+                        events?(.handlerFailed(peer: peer, error: error))
+                    }
                 }
             } catch {
                 let outOfResources = error.kind == .tooManyOpenFiles || error.errno == .noBufferSpace || error.errno == .noMemory
@@ -116,6 +126,7 @@ extension Socket {
                 }
             }
         }
+        close()
         await connections.shutDown(grace: wholeNanoseconds(gracePeriod), on: reactor)
         if let failure { throw failure }
     }

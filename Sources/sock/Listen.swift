@@ -79,6 +79,8 @@ struct Listen: AsyncParsableCommand {
                 break
             case .acceptingAgain:
                 printError("sock: accepting again")
+            case .handlerFailed(let peer, let error):
+                printError("sock: connection from \(peer): \(error); closed")
             }
         }) { connection, peer in
             do {

@@ -19,14 +19,14 @@ import SystemPackage
 /// A thread that waits for socket readiness and timers and runs the tasks it wakes.
 ///
 /// Async socket calls wait on a reactor: the first async call on a socket registers it with
-/// the reactor of the thread it runs on, or else with the next of ``shared`` in turn, and
+/// the reactor of the thread it runs on, or else with the next one in turn (``next()``), and
 /// the socket stays with it. A task that prefers that reactor as its executor — the tasks
 /// ``Socket/serve(maxConnections:connectionTimeout:gracePeriod:events:handler:)`` starts, or
 /// `Task(executorPreference: reactor) { ... }` — is resumed and run on the reactor's own
 /// thread when its socket is ready; any other task is resumed on its own executor (one
 /// thread hop).
 ///
-/// There is one reactor per CPU (``shared``), started on first use, living as long as the
+/// There is one reactor per CPU (``count``), each started on first use, living as long as the
 /// process. A reactor's thread must never block: a blocking `Socket` call made on it acts
 /// as if the socket were non-blocking (it fails with ``SocketError/Kind/wouldBlock`` rather
 /// than wait), and any other blocking work there stalls every socket the reactor serves.
