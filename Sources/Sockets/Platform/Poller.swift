@@ -51,9 +51,13 @@ struct Poller {
     /// `token` (`epoll_ctl(EPOLL_CTL_ADD)` with `EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET`;
     /// `kevent` `EV_ADD | EV_CLEAR` for both filters). The kernel reports the current state
     /// at once, then each change.
-    func register(_ descriptor: CInt, token: UInt64) throws(Errno) {
+    /// `readOnly`: for reading alone (the reactor's own waker, an eventfd that is always
+    /// writable: every read of it would otherwise report a new edge).
+    func register(_ descriptor: CInt, token: UInt64, readOnly: Bool = false) throws(Errno) {
         #if os(Linux)
-        let events = CSOCKETS_EPOLLIN | CSOCKETS_EPOLLOUT | CSOCKETS_EPOLLRDHUP | CSOCKETS_EPOLLET
+        let events = readOnly
+            ? CSOCKETS_EPOLLIN | CSOCKETS_EPOLLET
+            : CSOCKETS_EPOLLIN | CSOCKETS_EPOLLOUT | CSOCKETS_EPOLLRDHUP | CSOCKETS_EPOLLET
         if csockets_epoll_ctl(fd, descriptor, 0, events, token) != 0 { throw Sys.lastErrno() }
         #else
         var changes = [
@@ -62,7 +66,7 @@ struct Poller {
             kevent(ident: UInt(descriptor), filter: Int16(EVFILT_WRITE), flags: UInt16(EV_ADD | EV_CLEAR),
                    fflags: 0, data: 0, udata: UnsafeMutableRawPointer(bitPattern: UInt(token))),
         ]
-        if kevent(fd, &changes, 2, nil, 0, nil) < 0 { throw Sys.lastErrno() }
+        if kevent(fd, &changes, readOnly ? 1 : 2, nil, 0, nil) < 0 { throw Sys.lastErrno() }
         #endif
     }
 

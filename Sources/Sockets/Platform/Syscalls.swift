@@ -487,7 +487,10 @@ enum Sys {
     @inline(never)
     static func drain(_ waker: Waker) {
         var sink: UInt64 = 0
-        for _ in 0..<64 where withUnsafeMutableBytes(of: &sink, { read(waker.readFD, $0.baseAddress, 8) }) > 0 {}
+        // One read empties an eventfd; a pipe (Darwin) may take a few. Stops at EAGAIN.
+        for _ in 0..<64 {
+            if withUnsafeMutableBytes(of: &sink, { read(waker.readFD, $0.baseAddress, 8) }) <= 0 { break }
+        }
     }
 
     static func close(_ waker: Waker) {

@@ -83,7 +83,7 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
         }
         shared = Locked(Shared())
         do throws(Errno) {
-            try poller.register(waker.readFD, token: Reactor.wakerToken)
+            try poller.register(waker.readFD, token: Reactor.wakerToken, readOnly: true)
         } catch {
             Sys.close(poller.fd)
             Sys.close(waker)
@@ -199,7 +199,6 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
     func deregister(_ registration: Registration, shared descriptorShared: Bool) {
         if descriptorShared { poller.deregister(registration.fd) }
         shared.withLock { s in
-            registration.live = false
             let slot = Int(registration.token & 0xffff_ffff)
             s.slots[slot] = nil
             s.freeSlots.append(slot)
@@ -228,7 +227,7 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
                 let sequence = s.nextSequence(direction == .receive ? 0 : 1)
                 list.timerSequence = sequence
                 list.timerWhen = waiter.deadline
-                s.timers.push(TimerEntry(when: waiter.deadline, sequence: sequence, target: registration))
+                s.timers.push(TimerEntry(when: waiter.deadline, sequence: sequence, token: registration.token, alarm: nil))
                 return (nil, wakeIfSleepingPast(waiter.deadline, &s))
             }
         }
@@ -271,7 +270,7 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
     func arm(_ alarm: Alarm, at when: Int64, _ s: inout Shared) -> Bool {
         let sequence = s.nextSequence(0)
         alarm.sequence = sequence
-        s.timers.push(TimerEntry(when: when, sequence: sequence, target: alarm))
+        s.timers.push(TimerEntry(when: when, sequence: sequence, token: 0, alarm: alarm))
         return wakeIfSleepingPast(when, &s)
     }
 
@@ -326,15 +325,21 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
                 if let earliest = s.timers.earliest, earliest <= Sys.now() {
                     let now = Sys.now()
                     while let entry = s.timers.popDue(now: now) {
-                        guard let next = entry.target.timerFired(sequence: entry.sequence, now: now, into: &resumptions),
-                              let registration = entry.target as? Registration else { continue }
+                        if let alarm = entry.alarm {
+                            alarm.timerFired(sequence: entry.sequence, into: &resumptions)
+                            continue
+                        }
+                        let slot = Int(entry.token & 0xffff_ffff)
+                        guard let registration = s.slots[slot], registration.token == entry.token,
+                              let next = registration.timerFired(sequence: entry.sequence, now: now, into: &resumptions)
+                        else { continue }
                         let low = entry.sequence & 1
                         let sequence = s.nextSequence(low)
                         registration.withList(low == 0 ? .receive : .send) { list in
                             list.timerSequence = sequence
                             list.timerWhen = next
                         }
-                        s.timers.push(TimerEntry(when: next, sequence: sequence, target: registration))
+                        s.timers.push(TimerEntry(when: next, sequence: sequence, token: registration.token, alarm: nil))
                     }
                 }
             }
@@ -347,7 +352,7 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
 
 /// A one-shot wait on a reactor's timer that anyone may also end early: the back-off of an
 /// accept loop at the descriptor limit, a server's grace period.
-final class Alarm: TimerTarget, @unchecked Sendable {
+final class Alarm: @unchecked Sendable {
     // @unchecked Sendable is safe: `reactor` never changes; every other field is read and
     // written only under `reactor.shared`'s lock.
     let reactor: Reactor
@@ -358,11 +363,11 @@ final class Alarm: TimerTarget, @unchecked Sendable {
 
     init(on reactor: Reactor) { self.reactor = reactor }
 
-    func timerFired(sequence: UInt64, now: Int64, into resumptions: inout [Resumption]) -> Int64? {
-        guard sequence == self.sequence, let continuation else { return nil }
+    /// Its timer came due (under the lock).
+    func timerFired(sequence: UInt64, into resumptions: inout [Resumption]) {
+        guard sequence == self.sequence, let continuation else { return }
         self.continuation = nil
         resumptions.append(Resumption(continuation: continuation, wake: .timer))
-        return nil
     }
 
     /// Waits until `deadline` (`Sys.now()` nanoseconds; `Int64.max`: none), ``ring()``, or

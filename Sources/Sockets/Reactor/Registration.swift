@@ -71,7 +71,7 @@ struct WaitList {
 }
 
 /// A descriptor registered with a reactor (see the comment at the top).
-final class Registration: TimerTarget, @unchecked Sendable {
+final class Registration: @unchecked Sendable {
     // @unchecked Sendable is safe: `fd`, `token` and `reactor` never change; `readiness` is
     // atomic; every other field is read and written only under `reactor.shared`'s lock.
 
@@ -95,7 +95,6 @@ final class Registration: TimerTarget, @unchecked Sendable {
     var receive = WaitList()
     var send = WaitList()
     var closed = false
-    var live = true
 
     init(fd: CInt, reactor: Reactor, token: UInt64) {
         (self.fd, self.reactor, self.token) = (fd, reactor, token)
@@ -160,9 +159,10 @@ final class Registration: TimerTarget, @unchecked Sendable {
         direction == .receive ? body(&receive) : body(&send)
     }
 
-    /// A timer entry's sequence carries its direction in the low bit.
+    /// A timer entry came due at `now` (under the lock): resumes the waiters whose time has
+    /// come and returns the instant of the earliest left, for a new entry. A timer entry's
+    /// sequence carries its direction in the low bit.
     func timerFired(sequence: UInt64, now: Int64, into resumptions: inout [Resumption]) -> Int64? {
-        guard live else { return nil }
         return withList(sequence & 1 == 0 ? .receive : .send) { list -> Int64? in
             guard list.timerSequence == sequence else { return nil }  // replaced by an earlier one
             list.timerSequence = 0

@@ -9,18 +9,17 @@
 // sequence number; the old one is recognised as stale when it surfaces (Go's
 // `timerModifiedLater`, Tokio's `cached_when`).
 
-/// What a timer entry fires: a registration's direction, or a sleeper.
-protocol TimerTarget: AnyObject {
-    /// Called under the reactor's lock when an entry with `sequence` comes due at `now`:
-    /// appends what to resume (outside the lock) and returns the instant of a new entry to
-    /// push for what is still waiting, if any.
-    func timerFired(sequence: UInt64, now: Int64, into resumptions: inout [Resumption]) -> Int64?
-}
-
+/// One timer: a registration's direction (named by its token, looked up when the entry comes
+/// due, so that an entry holds no socket alive: a socket released meanwhile is simply not
+/// found), or an alarm.
 struct TimerEntry {
     let when: Int64
+    /// Which of the target's timers this is (a registration's carries its direction in the
+    /// low bit); an entry whose sequence is no longer the target's is stale.
     let sequence: UInt64
-    let target: any TimerTarget
+    /// The registration's token (0 for an alarm).
+    let token: UInt64
+    let alarm: Alarm?
 }
 
 struct TimerHeap {
