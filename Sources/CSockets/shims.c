@@ -40,28 +40,42 @@ int csockets_epoll_del(int epfd, int fd) {
 #define SYS_epoll_pwait2 441
 #endif
 
-/* 0: not known yet; 1: epoll_pwait2 works; -1: ENOSYS, use epoll_wait. Relaxed atomics:
-   every thread that races to find out finds the same answer. */
+/* 0: not known yet; 1: epoll_pwait2 works; -1: it is not there, use epoll_wait. Relaxed
+   atomics: every thread that races to find out finds the same answer. */
 static int have_pwait2 = 0;
+
+/* The errors that mean epoll_pwait2 is not available: ENOSYS, a kernel before 5.11; EPERM, a
+   seccomp profile that does not know the call (older container runtimes); EINVAL, some
+   emulations. */
+static int unsupported(int e) { return e == ENOSYS || e == EPERM || e == EINVAL; }
+
+static int epoll_wait_ms(int epfd, struct epoll_event *buffer, int max, const struct timespec *timeout) {
+    int ms = -1;
+    if (timeout) {
+        long long whole = (long long)timeout->tv_sec * 1000 + (timeout->tv_nsec + 999999) / 1000000;
+        ms = whole > 0x7fffffff ? 0x7fffffff : (int)whole;
+    }
+    return epoll_wait(epfd, buffer, max, ms);
+}
 
 int csockets_epoll_wait(int epfd, uint64_t *data, uint32_t *events, int max, const struct timespec *timeout) {
     struct epoll_event buffer[256];
     if (max > 256) max = 256;
-    int n = -1;
+    int n;
     int known = __atomic_load_n(&have_pwait2, __ATOMIC_RELAXED);
-    if (known >= 0) {
+    if (known < 0) {
+        n = epoll_wait_ms(epfd, buffer, max, timeout);
+    } else {
         /* The raw system call: glibc's wrapper is missing before 2.35. */
         n = (int)syscall(SYS_epoll_pwait2, epfd, buffer, max, timeout, NULL, 0);
-        known = n < 0 && errno == ENOSYS ? -1 : 1;
-        __atomic_store_n(&have_pwait2, known, __ATOMIC_RELAXED);
-    }
-    if (known < 0) {
-        int ms = -1;
-        if (timeout) {
-            long long whole = (long long)timeout->tv_sec * 1000 + (timeout->tv_nsec + 999999) / 1000000;
-            ms = whole > 0x7fffffff ? 0x7fffffff : (int)whole;
+        if (known == 0) {
+            if (n < 0 && unsupported(errno)) {
+                __atomic_store_n(&have_pwait2, -1, __ATOMIC_RELAXED);
+                n = epoll_wait_ms(epfd, buffer, max, timeout);
+            } else if (n >= 0) {
+                __atomic_store_n(&have_pwait2, 1, __ATOMIC_RELAXED);
+            }
         }
-        n = epoll_wait(epfd, buffer, max, ms);
     }
     for (int i = 0; i < n; i++) {
         data[i] = buffer[i].data.u64;
@@ -72,4 +86,4 @@ int csockets_epoll_wait(int epfd, uint64_t *data, uint32_t *events, int max, con
 #endif
 
 #include "CSockets.h"
-__thread int csockets_reactor_thread = 0;
+__thread void *csockets_reactor = 0;

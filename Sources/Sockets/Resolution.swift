@@ -103,6 +103,7 @@ extension SocketAddress {
         if let deadline, deadline <= .now {
             throw SocketError(.timedOut, .resolve, timeout: .zero, detail: "'\(host)'")
         }
+        if Task.isCancelled { throw SocketError(.cancelled, .resolve, detail: "'\(host)'") }
         let started = ContinuousClock.now
         // The helper thread reports through a socket pair, so the wait is an ordinary async
         // receive: the reactor's timer, cancellation and the same errors.

@@ -36,7 +36,8 @@ extension Socket {
                 // O_NONBLOCK belongs to the open file, which the holders of an adopted socket share.
                 if shared { try Sys.setNonblocking(fd, true) }
                 // A connection that died in the queue is skipped at once: the others queued
-                // behind it bring no new edge.
+                // behind it bring no new edge. After 1,024 in a row the call reports one
+                // (its readiness kept: the next accept tries at once).
                 for _ in 0..<1024 {
                     do throws(Errno) {
                         return try Attempt.run(mayWait: false) { Sys.accept(fd, mayWait: false, nonblocking: true) }
@@ -44,7 +45,7 @@ extension Socket {
                         continue
                     }
                 }
-                return nil
+                throw Errno.connectionAbort
             }
             let inherits = state.withLock { $0.mode.timersSet }
             let mode = DescriptorMode.accepted(inherits: inherits, nonblocking: true)
@@ -90,6 +91,8 @@ extension Socket {
                     registration.forgetFinalStates()
                     return ()
                 }
+                // O_NONBLOCK belongs to the open file, which the holders of an adopted socket share.
+                if shared { try Sys.setNonblocking(fd, true) }
                 switch Sys.connect(fd, address) {
                 case .success:
                     registration.forgetFinalStates()
@@ -132,6 +135,7 @@ extension Socket {
             throw SocketError(.invalidArgument, .connect,
                               detail: "connecting by name needs a blocking or timed socket, not a non-blocking one")
         }
+        if Task.isCancelled { throw SocketError(.cancelled, .connect, detail: "'\(hostPort)'") }
         let start = ContinuousClock.now
         var overall = deadline
         if let d = timeout.duration { overall = min(overall ?? start + d, start + d) }
@@ -144,6 +148,7 @@ extension Socket {
         var firstError: SocketError?
         for (index, address) in addresses.enumerated() {
             let attemptDeadline = overall.map { partialDeadline(overall: $0, addressesLeft: addresses.count - index) }
+            if Task.isCancelled { throw SocketError(.cancelled, .connect, address: address) }
             do throws(SocketError) {
                 let socket = try Socket(address.family, .stream)
                 socket.timeout = .never

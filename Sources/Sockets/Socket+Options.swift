@@ -68,7 +68,8 @@ extension SocketOption where Value == Duration? {
     /// `SO_LINGER`: nil is off (close returns at once, the kernel sends what is left in the
     /// background); `.zero` makes close discard unsent data and reset the connection (RST);
     /// a positive duration (whole seconds, rounded up) makes close wait that long for
-    /// unsent data to go out.
+    /// unsent data to go out. (A socket with a positive linger that is released on a
+    /// reactor's thread is closed by a helper thread, so the reactor never waits for it.)
     public static var linger: Self {
         SocketOption<Duration?>(
             name: "SO_LINGER",
@@ -101,6 +102,10 @@ extension Socket {
         }
         try withDescriptor(.setOption, address: nil) { fd throws(SocketError) in
             do throws(Errno) { try option.set(fd, value) } catch { throw errorOrClosed(.setOption, error, address: nil).with(detail: option.name) }
+        }
+        if option.name == "SO_LINGER" {
+            let lingers = (value as? Duration).map { $0 > .zero } ?? false
+            state.withLock { $0.lingers = lingers }
         }
     }
 

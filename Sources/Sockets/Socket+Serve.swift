@@ -87,9 +87,14 @@ extension Socket {
         var backoff: Int64 = 0
         accepting: while true {
             if let maxConnections {
-                // Wait for a free place; cancellation stops the server.
-                while let alarm = connections.alarmIfAtLeast(maxConnections, on: reactor) {
-                    if await alarm.wait(until: .max) == .cancelled { break accepting }
+                // Wait for a free place; cancellation stops the server, and so does close().
+                while !isClosed, let alarm = connections.alarmIfAtLeast(maxConnections, on: reactor) {
+                    if let registration = state.withLock({ $0.registration }) {
+                        registration.reactor.ringOnClose(registration, alarm)
+                    }
+                    let wake = await alarm.wait(until: .max)
+                    connections.consumed(alarm)
+                    if wake == .cancelled { break accepting }
                 }
             }
             do throws(SocketError) {
@@ -165,6 +170,14 @@ private final class Connections: Sendable {
         alarm?.ring()
     }
 
+    /// Forgets `alarm` once a wait on it has ended: an alarm rings once, so a rung one would
+    /// end every later wait at once.
+    func consumed(_ alarm: Alarm) {
+        state.withLock { s in
+            if s.alarm === alarm { s.alarm = nil }
+        }
+    }
+
     /// An alarm rung when a connection ends, if at least `count` are live; nil otherwise.
     func alarmIfAtLeast(_ count: Int, on reactor: Reactor) -> Alarm? {
         state.withLock { s -> Alarm? in
@@ -181,7 +194,9 @@ private final class Connections: Sendable {
     func shutDown(grace: Int64, on reactor: Reactor) async {
         let end = saturatingSum(Sys.now(), grace)
         while let alarm = alarmIfAtLeast(1, on: reactor) {
-            if await alarm.wait(until: end, cancellable: false) == .timer { break }
+            let wake = await alarm.wait(until: end, cancellable: false)
+            consumed(alarm)
+            if wake == .timer { break }
         }
         let rest = state.withLock { Array($0.live.values) }
         for (socket, task) in rest {
@@ -190,6 +205,7 @@ private final class Connections: Sendable {
         }
         while let alarm = alarmIfAtLeast(1, on: reactor) {
             _ = await alarm.wait(until: .max, cancellable: false)
+            consumed(alarm)
         }
     }
 }

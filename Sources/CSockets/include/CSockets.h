@@ -33,10 +33,10 @@ static const uint32_t CSOCKETS_EPOLLIN = 0x001, CSOCKETS_EPOLLOUT = 0x004, CSOCK
     CSOCKETS_EPOLLHUP = 0x010, CSOCKETS_EPOLLRDHUP = 0x2000, CSOCKETS_EPOLLET = 0x80000000u;
 #endif
 
-/// On every system: the reactor thread flag, the number of the reactor whose thread this
-/// is (0: none). A thread-local read, inlined into Swift.
-extern __thread int csockets_reactor_thread;
-static inline int csockets_on_reactor_thread(void) { return csockets_reactor_thread; }
-static inline void csockets_set_reactor_thread(int value) { csockets_reactor_thread = value; }
+/// On every system: the reactor whose thread this is (an unretained pointer; reactors live as
+/// long as the process), NULL on any other thread. A thread-local read, inlined into Swift.
+extern __thread void *csockets_reactor;
+static inline void *csockets_current_reactor(void) { return csockets_reactor; }
+static inline void csockets_set_current_reactor(void *reactor) { csockets_reactor = reactor; }
 
 #endif

@@ -86,7 +86,7 @@ extension Socket {
             return try state.withLock { s throws(SocketError) -> Call in
                 if s.closing { throw SocketError(.closed, operation) }
                 var budget = try WaitBudget(s.timeout, deadlineLeft: deadlineLeft, operation)
-                if Reactor.currentNumber != 0 { budget = budget.forReactorThread }
+                if Reactor.isReactorThread { budget = budget.forReactorThread }
                 var call = Call(budget: budget, kind: kind, path: .poll)
                 do throws(Errno) {
                     call.path = try plan(&s, kind, budget, allotted: budget.allotted, left: budget.allotted,

@@ -35,7 +35,7 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
     // reached only under its lock; `local`, `events` and `resumptions` are touched only on
     // the reactor's own thread (`enqueue` appends to `local` only when it runs there).
 
-    /// 1-based, and the value of the reactor thread's thread-local flag.
+    /// 1-based, for descriptions.
     let number: CInt
     let poller: Poller
     let waker: Sys.Waker
@@ -61,6 +61,9 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
         var generations: [UInt32] = []
         var freeSlots: [Int] = []
         var timers = TimerHeap()
+        /// Entries in `timers` known to be stale (their socket released, or replaced by an
+        /// earlier one): swept out once they are half of the heap.
+        var staleTimers = 0
         var lastSequence: UInt64 = 0
         /// Live registrations, for ``Reactor/description``.
         var registered = 0
@@ -120,6 +123,8 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
                 throw SocketError(.create, errno: error, detail: "could not start a reactor")
             }
             guard Sys.spawnDetached({ reactor.run() }) else {
+                Sys.close(reactor.poller.fd)
+                Sys.close(reactor.waker)
                 throw SocketError(.system, .create, detail: "could not start a reactor thread")
             }
             p.reactors.append(reactor)
@@ -127,19 +132,19 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
         }
     }
 
-    /// The reactor whose thread this is, or nil.
+    /// The reactor whose thread this is, or nil. A thread-local read.
     public static var current: Reactor? {
-        let number = Reactor.currentNumber
-        guard number > 0 else { return nil }
-        return pool.withLock { p in Int(number) <= p.reactors.count ? p.reactors[Int(number) - 1] : nil }
+        guard let pointer = csockets_current_reactor() else { return nil }
+        return Unmanaged<Reactor>.fromOpaque(pointer).takeUnretainedValue()
     }
 
-    /// The reactor number of the current thread (0: not a reactor thread). A thread-local read.
+    /// True on a reactor's own thread. A thread-local read.
     @inline(__always)
-    static var currentNumber: CInt { csockets_on_reactor_thread() }
+    public static var isReactorThread: Bool { csockets_current_reactor() != nil }
 
-    /// True on a reactor's own thread.
-    public static var isReactorThread: Bool { currentNumber != 0 }
+    /// True on this reactor's own thread.
+    @inline(__always)
+    var isCurrent: Bool { csockets_current_reactor() == Unmanaged.passUnretained(self).toOpaque() }
 
     public var description: String {
         let registered = shared.withLock { $0.registered }
@@ -152,7 +157,7 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
     /// enqueued from that thread, else after the reactor next wakes (which this causes).
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        if Reactor.currentNumber == number {
+        if isCurrent {
             local.append(job)
             return
         }
@@ -196,14 +201,33 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
     /// Forgets a registration whose socket is being released (no call is in flight).
     /// `shared`: other holders keep the descriptor open, so the kernel would keep the epoll
     /// entry: remove it.
+    /// Also rings its close alarm (a socket released by `close()` with no call in flight
+    /// is closed here).
     func deregister(_ registration: Registration, shared descriptorShared: Bool) {
         if descriptorShared { poller.deregister(registration.fd) }
-        shared.withLock { s in
+        let alarm = shared.withLock { s -> Alarm? in
             let slot = Int(registration.token & 0xffff_ffff)
             s.slots[slot] = nil
             s.freeSlots.append(slot)
             s.registered -= 1
+            registration.closed = true
+            s.staleTimers += (registration.receive.timerSequence != 0 ? 1 : 0) + (registration.send.timerSequence != 0 ? 1 : 0)
+            if s.staleTimers > 64 && s.staleTimers > s.timers.count / 2 { sweepTimers(&s) }
+            defer { registration.closeAlarm = nil }
+            return registration.closeAlarm
         }
+        alarm?.ring()
+    }
+
+    /// Drops the stale entries from the heap (under the lock).
+    private func sweepTimers(_ s: inout Shared) {
+        let slots = s.slots
+        s.timers.keep { entry in
+            if let alarm = entry.alarm { return alarm.sequence == entry.sequence && alarm.continuation != nil }
+            guard let registration = slots[Int(entry.token & 0xffff_ffff)], registration.token == entry.token else { return false }
+            return registration.withList(entry.sequence & 1 == 0 ? .receive : .send) { $0.timerSequence == entry.sequence }
+        }
+        s.staleTimers = 0
     }
 
     // MARK: waiting
@@ -224,6 +248,7 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
             return registration.withList(direction) { list in
                 list.waiters.append(waiter)
                 guard waiter.deadline < list.timerWhen else { return (nil, false) }  // the entry there comes first
+                if list.timerSequence != 0 { s.staleTimers += 1 }  // the one there is replaced
                 let sequence = s.nextSequence(direction == .receive ? 0 : 1)
                 list.timerSequence = sequence
                 list.timerWhen = waiter.deadline
@@ -255,15 +280,28 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
         taken?.resume(returning: .cancelled)
     }
 
-    /// Ends every wait on `registration` with `.closed`, and every later one at once.
+    /// Ends every wait on `registration` with `.closed`, and every later one at once; rings
+    /// its close alarm.
     func close(_ registration: Registration) {
         var taken: [Resumption] = []
-        shared.withLock { s in
+        let alarm = shared.withLock { s -> Alarm? in
             registration.closed = true
             Registration.takeAll(&registration.receive, .closed, into: &taken)
             Registration.takeAll(&registration.send, .closed, into: &taken)
+            defer { registration.closeAlarm = nil }
+            return registration.closeAlarm
         }
         for r in taken { r.continuation.resume(returning: r.wake) }
+        alarm?.ring()
+    }
+
+    /// Rings `alarm` when `registration`'s socket is closed (at once if it is).
+    func ringOnClose(_ registration: Registration, _ alarm: Alarm) {
+        let closed = shared.withLock { s -> Bool in
+            if !registration.closed { registration.closeAlarm = alarm }
+            return registration.closed
+        }
+        if closed { alarm.ring() }
     }
 
     /// Arms `alarm` for `when` (under the lock); see ``Alarm``.
@@ -277,7 +315,7 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
     // MARK: the loop
 
     private func run() {
-        csockets_set_reactor_thread(number)
+        csockets_set_current_reactor(Unmanaged.passUnretained(self).toOpaque())
         loop()
     }
 
@@ -305,9 +343,19 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
                 return left <= 0 ? 0 : WaitBudget.pollSpan(left)
             }
             let outcome = poller.wait(&events, nanoseconds: span)
+            if case .failure(let e) = outcome, e != .interrupted {
+                // EBADF, EFAULT, EINVAL: the reactor's own descriptors are broken, which only a
+                // bug can do; going on would spin without ever delivering an event.
+                fatalError("Sockets: the reactor's epoll_pwait2 failed: \(e)")
+            }
             shared.withLock { s in
                 s.sleeping = false
                 s.woken = false
+                // Jobs from other threads, run after this turn's resumptions are enqueued.
+                if !s.inbox.isEmpty {
+                    local.append(contentsOf: s.inbox)
+                    s.inbox.removeAll(keepingCapacity: true)
+                }
                 if case .success(let n) = outcome {
                     for i in 0..<n {
                         let event = events.event(i)
@@ -331,8 +379,12 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
                         }
                         let slot = Int(entry.token & 0xffff_ffff)
                         guard let registration = s.slots[slot], registration.token == entry.token,
-                              let next = registration.timerFired(sequence: entry.sequence, now: now, into: &resumptions)
-                        else { continue }
+                              registration.withList(entry.sequence & 1 == 0 ? .receive : .send, { $0.timerSequence == entry.sequence })
+                        else {
+                            s.staleTimers = max(0, s.staleTimers - 1)
+                            continue
+                        }
+                        guard let next = registration.timerFired(sequence: entry.sequence, now: now, into: &resumptions) else { continue }
                         let low = entry.sequence & 1
                         let sequence = s.nextSequence(low)
                         registration.withList(low == 0 ? .receive : .send) { list in

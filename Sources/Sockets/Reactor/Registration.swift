@@ -95,6 +95,9 @@ final class Registration: @unchecked Sendable {
     var receive = WaitList()
     var send = WaitList()
     var closed = false
+    /// Rung by ``Socket/close()``: a server waiting for a free place (not a socket call)
+    /// learns that its listener was closed.
+    var closeAlarm: Alarm?
 
     init(fd: CInt, reactor: Reactor, token: UInt64) {
         (self.fd, self.reactor, self.token) = (fd, reactor, token)
@@ -152,8 +155,6 @@ final class Registration: @unchecked Sendable {
         for waiter in list.waiters { resumptions.append(Resumption(continuation: waiter.continuation, wake: wake)) }
         list.waiters.removeAll(keepingCapacity: true)
     }
-
-    func list(_ direction: WaitDirection) -> WaitList { direction == .receive ? receive : send }
 
     func withList<R>(_ direction: WaitDirection, _ body: (inout WaitList) -> R) -> R {
         direction == .receive ? body(&receive) : body(&send)

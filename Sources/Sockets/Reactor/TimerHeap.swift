@@ -7,7 +7,11 @@
 // deadline later (every receive of a ping-pong with a fresh timeout) is a store, not a heap
 // operation. A deadline earlier than the entry in the heap pushes a new entry with a new
 // sequence number; the old one is recognised as stale when it surfaces (Go's
-// `timerModifiedLater`, Tokio's `cached_when`).
+// `timerModifiedLater`, Tokio's `cached_when`). Entries of sockets released before their
+// time would stay until then — with a long idle timeout and many short connections, a heap
+// that grows with the connection rate times the timeout — so the reactor counts the entries
+// it knows are stale and sweeps them out once they are half the heap (as Go's
+// `adjusttimers` and `cleantimers` do): O(1) per entry, amortised.
 
 /// One timer: a registration's direction (named by its token, looked up when the entry comes
 /// due, so that an entry holds no socket alive: a socket released meanwhile is simply not
@@ -26,7 +30,18 @@ struct TimerHeap {
     private var entries: [TimerEntry] = []
 
     var isEmpty: Bool { entries.isEmpty }
+    var count: Int { entries.count }
     var earliest: Int64? { entries.first?.when }
+
+    /// Keeps only the entries `isLive` accepts, and restores the heap order (O(n)).
+    mutating func keep(where isLive: (TimerEntry) -> Bool) {
+        entries.removeAll { !isLive($0) }
+        var parent = entries.count / 2 - 1
+        while parent >= 0 {
+            siftDown(parent)
+            parent -= 1
+        }
+    }
 
     mutating func push(_ entry: TimerEntry) {
         entries.append(entry)
@@ -45,7 +60,12 @@ struct TimerHeap {
         let last = entries.removeLast()
         if entries.isEmpty { return first }
         entries[0] = last
-        var parent = 0
+        siftDown(0)
+        return first
+    }
+
+    private mutating func siftDown(_ start: Int) {
+        var parent = start
         while true {
             let left = 2 * parent + 1
             if left >= entries.count { break }
@@ -55,6 +75,5 @@ struct TimerHeap {
             entries.swapAt(parent, child)
             parent = child
         }
-        return first
     }
 }
