@@ -27,16 +27,25 @@ extension SocketAddress {
     public static func resolve(
         host: String, port: UInt16, type: SocketType = .stream, deadline: ContinuousClock.Instant? = nil
     ) throws(SocketError) -> [SocketAddress] {
+        if let numeric = try numericOrName(host: host, port: port) { return [numeric] }
+        if let deadline {
+            return try addresses(try lookUp(host: host, port: port, type: type, deadline: deadline), host: host)
+        }
+        return try addresses(Sys.getAddrInfo(host: host, port: port, type: type.rawValue), host: host)
+    }
+
+    /// The address if `host` is numeric, nil if it is a name to look up.
+    ///
+    /// - Throws: `.invalidArgument` for an empty host or one with a NUL byte.
+    private static func numericOrName(host: String, port: UInt16) throws(SocketError) -> SocketAddress? {
         if host.isEmpty || host.utf8.contains(0) {
             throw SocketError(.invalidArgument, .resolve, detail: "host name is empty or contains a NUL byte")
         }
-        if let numeric = try numeric(host: host, port: port, input: host) { return [numeric] }
-        let outcome: Result<[SocketAddress], Sys.ResolveFailure>
-        if let deadline {
-            outcome = try lookUp(host: host, port: port, type: type, deadline: deadline)
-        } else {
-            outcome = Sys.getAddrInfo(host: host, port: port, type: type.rawValue)
-        }
+        return try numeric(host: host, port: port, input: host)
+    }
+
+    /// What `getaddrinfo` answered, as addresses or the error.
+    private static func addresses(_ outcome: Result<[SocketAddress], Sys.ResolveFailure>, host: String) throws(SocketError) -> [SocketAddress] {
         switch outcome {
         case .success(let list) where !list.isEmpty:
             return list
@@ -56,6 +65,23 @@ extension SocketAddress {
             throw SocketError(.timedOut, .resolve, timeout: .zero, detail: "'\(host)'")
         }
         let started = ContinuousClock.now
+        guard let (waiter, job) = try startLookUp(host: host, port: port, type: type) else {
+            return Sys.getAddrInfo(host: host, port: port, type: type.rawValue)
+        }
+        do {
+            _ = try waiter.receive(upTo: 1, deadline: deadline)
+        } catch where error.kind == .timedOut {
+            throw SocketError(.timedOut, .resolve, timeout: deadline - started, detail: "'\(host)'")
+        }
+        return job.result ?? .failure(Sys.ResolveFailure(message: "no answer", errno: nil))
+    }
+}
+
+extension SocketAddress {
+    /// Starts `getaddrinfo` on a helper thread, which reports through a socket pair: returns
+    /// the end to wait on (`.never`: the caller's deadline bounds the wait) and the result
+    /// slot, or nil if no thread could be made.
+    fileprivate static func startLookUp(host: String, port: UInt16, type: SocketType) throws(SocketError) -> (Socket, ResolveJob)? {
         let (waiter, notifier) = try Socket.pair()
         waiter.timeout = .never
         let job = ResolveJob()
@@ -63,13 +89,7 @@ extension SocketAddress {
             job.finish(Sys.getAddrInfo(host: host, port: port, type: type.rawValue))
             _ = try? notifier.send([1])
         }
-        guard spawned else { return Sys.getAddrInfo(host: host, port: port, type: type.rawValue) }
-        do {
-            _ = try waiter.receive(upTo: 1, deadline: deadline)
-        } catch where error.kind == .timedOut {
-            throw SocketError(.timedOut, .resolve, timeout: deadline - started, detail: "'\(host)'")
-        }
-        return job.result ?? .failure(Sys.ResolveFailure(message: "no answer", errno: nil))
+        return spawned ? (waiter, job) : nil
     }
 }
 
@@ -96,25 +116,16 @@ extension SocketAddress {
             return [.unix(path: path)]
         }
         let (host, port) = try HostPort.split(hostPort)
-        if host.isEmpty || host.utf8.contains(0) {
-            throw SocketError(.invalidArgument, .resolve, detail: "host name is empty or contains a NUL byte")
-        }
-        if let numeric = try numeric(host: host, port: port, input: host) { return [numeric] }
+        if let numeric = try numericOrName(host: host, port: port) { return [numeric] }
         if let deadline, deadline <= .now {
             throw SocketError(.timedOut, .resolve, timeout: .zero, detail: "'\(host)'")
         }
         if Task.isCancelled { throw SocketError(.cancelled, .resolve, detail: "'\(host)'") }
         let started = ContinuousClock.now
-        // The helper thread reports through a socket pair, so the wait is an ordinary async
-        // receive: the reactor's timer, cancellation and the same errors.
-        let (waiter, notifier) = try Socket.pair()
-        waiter.timeout = .never
-        let job = ResolveJob()
-        let spawned = Sys.spawnDetached { [job] in
-            job.finish(Sys.getAddrInfo(host: host, port: port, type: type.rawValue))
-            _ = try? notifier.send([1])
+        // The wait is an ordinary async receive: the reactor's timer, cancellation, the same errors.
+        guard let (waiter, job) = try startLookUp(host: host, port: port, type: type) else {
+            throw SocketError(.system, .resolve, detail: "'\(host)': no thread for the resolver")
         }
-        if !spawned { throw SocketError(.system, .resolve, detail: "'\(host)': no thread for the resolver") }
         do {
             _ = try await waiter.receive(upTo: 1, deadline: deadline)
         } catch where error.kind == .timedOut {
@@ -122,13 +133,6 @@ extension SocketAddress {
         } catch {
             throw SocketError(error.kind, .resolve, detail: "'\(host)'")
         }
-        switch job.result ?? .failure(Sys.ResolveFailure(message: "no answer", errno: nil)) {
-        case .success(let list) where !list.isEmpty:
-            return list
-        case .success:
-            throw SocketError(.nameResolution, .resolve, detail: "'\(host)' has no IPv4 or IPv6 address")
-        case .failure(let failure):
-            throw SocketError(.nameResolution, .resolve, errno: failure.errno, detail: "'\(host)': \(failure.message)")
-        }
+        return try addresses(job.result ?? .failure(Sys.ResolveFailure(message: "no answer", errno: nil)), host: host)
     }
 }

@@ -98,18 +98,7 @@ extension Socket {
                     registration.forgetFinalStates()
                     return ()
                 case .failure(let e):
-                    switch e {
-                    case .nowInProgress, .alreadyInProcess:
-                        inProgress = true
-                    case .interrupted where family != .unix:
-                        inProgress = true
-                    case .interrupted:
-                        break  // Unix: nothing is in progress; connect again
-                    case .resourceTemporarilyUnavailable where family == .unix:
-                        break  // the listener's queue is full; connect again (paced)
-                    default:
-                        throw e
-                    }
+                    inProgress = try connectUnderWay(after: e)
                     if nonBlocking && inProgress { throw Errno.nowInProgress }
                     return nil
                 }
@@ -131,40 +120,31 @@ extension Socket {
         to hostPort: String, timeout: SocketTimeout = Socket.defaultTimeout,
         deadline: ContinuousClock.Instant? = nil
     ) async throws(SocketError) -> Socket {
-        if timeout == .nonBlocking {
-            throw SocketError(.invalidArgument, .connect,
-                              detail: "connecting by name needs a blocking or timed socket, not a non-blocking one")
-        }
         if Task.isCancelled { throw SocketError(.cancelled, .connect, detail: "'\(hostPort)'") }
         let start = ContinuousClock.now
-        var overall = deadline
-        if let d = timeout.duration { overall = min(overall ?? start + d, start + d) }
+        let overall = try dialDeadline(hostPort, timeout: timeout, deadline: deadline, start: start)
         let addresses: [SocketAddress]
-        do {
+        do throws(SocketError) {
             addresses = try await SocketAddress.resolve(hostPort, deadline: overall)
-        } catch where error.kind == .timedOut && error.timeout != .zero {
-            throw SocketError(.timedOut, .resolve, timeout: overall.map { $0 - start }, detail: error.detail)
+        } catch {
+            throw resolveFailure(error, overall: overall, start: start)
         }
         var firstError: SocketError?
         for (index, address) in addresses.enumerated() {
             let attemptDeadline = overall.map { partialDeadline(overall: $0, addressesLeft: addresses.count - index) }
             if Task.isCancelled { throw SocketError(.cancelled, .connect, address: address) }
             do throws(SocketError) {
-                let socket = try Socket(address.family, .stream)
-                socket.timeout = .never
+                let socket = try Socket(address.family, .stream)  // closes itself if connect throws
+                socket.timeout = .never  // the attempt's deadline bounds the wait
                 try await socket.connect(to: address, deadline: attemptDeadline)
                 socket.timeout = timeout
                 return socket
             } catch {
                 if error.kind == .cancelled { throw error }
-                let reported = error.kind == .timedOut && error.timeout != .zero
-                    ? SocketError(.timedOut, .connect, address: address, timeout: overall.map { $0 - start })
-                    : error
-                firstError = firstError ?? reported
+                firstError = firstError ?? attemptFailure(error, address: address, overall: overall, start: start)
                 if error.kind == .timedOut && attemptDeadline == overall { break }
             }
         }
-        let error = firstError ?? SocketError(.nameResolution, .connect, detail: "'\(hostPort)' gave no address")
-        throw addresses.count > 1 ? error.with(detail: "\(addresses.count) addresses for '\(hostPort)', first error shown") : error
+        throw dialFailure(firstError, hostPort: hostPort, addressCount: addresses.count)
     }
 }

@@ -74,6 +74,27 @@ extension Socket {
     }
 
     nonisolated(nonsending) func sendAll(_ buffer: UnsafeRawBufferPointer, deadlineLeft: Int64?) async throws(SocketError) {
+        try await sendAll(count: buffer.count, deadlineLeft: deadlineLeft) { from, send throws(Errno) in
+            try send(UnsafeRawBufferPointer(rebasing: buffer[from...]))
+        }
+    }
+
+    /// Sends all of `bytes` (an array, `"text".utf8`, ...); see
+    /// ``sendAll(_:deadline:)-(UnsafeRawBufferPointer,_)``. A collection that is not an
+    /// array is copied into one first: the bytes must stay put while the call is suspended.
+    public nonisolated(nonsending) func sendAll(_ bytes: some Collection<UInt8>, deadline: ContinuousClock.Instant? = nil) async throws(SocketError) {
+        let bytes = Array(bytes)
+        try await sendAll(count: bytes.count, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline)) { from, send throws(Errno) in
+            try withBytes(bytes) { all throws(Errno) in try send(UnsafeRawBufferPointer(rebasing: all[from...])) }
+        }
+    }
+
+    /// The body of every async `sendAll`: `count` bytes, of which `withRest(from, send)` hands
+    /// those from offset `from` on to `send` (the attempt), and returns what it returns.
+    nonisolated(nonsending) private func sendAll(
+        count: Int, deadlineLeft: Int64?,
+        _ withRest: (Int, (UnsafeRawBufferPointer) throws(Errno) -> Int?) throws(Errno) -> Int?
+    ) async throws(SocketError) {
         var call: AsyncCall
         do throws(SocketError) {
             call = try beginAsyncCall(.sendAll, address: nil, deadlineLeft: deadlineLeft)
@@ -84,41 +105,12 @@ extension Socket {
         let registration = call.registration
         var sent = 0
         do throws(SocketError) {
-            while sent < buffer.count {
-                let rest = UnsafeRawBufferPointer(rebasing: buffer[sent...])
-                sent += try await performAsync(&call, .send, paced: isUnixDatagram) { observed throws(Errno) in
-                    let n = try Attempt.run(mayWait: false) { Sys.send(fd, rest, mayWait: false) }
-                    // A short send: the buffer is full; wait for the edge rather than fail again.
-                    if let n, n < rest.count { registration.clear(.send, ifUnchangedSince: observed) }
-                    return n
-                }
-            }
-        } catch {
-            throw addressed(error).transferred(sent)
-        }
-    }
-
-    /// Sends all of `bytes` (an array, `"text".utf8`, ...); see
-    /// ``sendAll(_:deadline:)-(UnsafeRawBufferPointer,_)``. Bytes that must wait for room are
-    /// copied once, into an array the call owns while it is suspended.
-    public nonisolated(nonsending) func sendAll(_ bytes: some Collection<UInt8>, deadline: ContinuousClock.Instant? = nil) async throws(SocketError) {
-        let bytes = Array(bytes)
-        var call: AsyncCall
-        do throws(SocketError) {
-            call = try beginAsyncCall(.sendAll, address: nil, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
-        } catch {
-            throw addressed(error).transferred(0)
-        }
-        defer { endAsyncCall(call) }
-        let registration = call.registration
-        var sent = 0
-        do throws(SocketError) {
-            while sent < bytes.count {
+            while sent < count {
                 let from = sent
                 sent += try await performAsync(&call, .send, paced: isUnixDatagram) { observed throws(Errno) in
-                    try withBytes(bytes) { all throws(Errno) in
-                        let rest = UnsafeRawBufferPointer(rebasing: all[from...])
+                    try withRest(from) { rest throws(Errno) in
                         let n = try Attempt.run(mayWait: false) { Sys.send(fd, rest, mayWait: false) }
+                        // A short send: the buffer is full; wait for the edge rather than fail again.
                         if let n, n < rest.count { registration.clear(.send, ifUnchangedSince: observed) }
                         return n
                     }

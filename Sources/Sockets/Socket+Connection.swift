@@ -150,18 +150,7 @@ extension Socket {
                     case .success:
                         return ()
                     case .failure(let e):
-                        switch e {
-                        case .nowInProgress, .alreadyInProcess:
-                            inProgress = true
-                        case .interrupted where family != .unix:
-                            inProgress = true  // the kernel goes on with it: never call connect again blindly
-                        case .interrupted:
-                            break  // Unix: nothing is in progress; connect again
-                        case .resourceTemporarilyUnavailable where family == .unix:
-                            break  // the listener's queue is full; connect again (paced: WaitKind)
-                        default:
-                            throw e
-                        }
+                        inProgress = try connectUnderWay(after: e)
                         if nonBlocking && inProgress { throw Errno.nowInProgress }
                         return nil
                     }
@@ -171,6 +160,25 @@ extension Socket {
             }
             // Connected, but close() came first: the socket is of no use, and the call says so.
             if isClosed { throw SocketError(.closed, .connect) }
+        }
+    }
+
+    /// What a failed `connect(2)` means, for the blocking and the async connect: true if the
+    /// connection is under way (wait for writability), false if connect must be called again
+    /// (a Unix listener's full queue, paced; or EINTR on a Unix socket, where nothing is in
+    /// progress); any other errno is the outcome, thrown.
+    func connectUnderWay(after e: Errno) throws(Errno) -> Bool {
+        switch e {
+        case .nowInProgress, .alreadyInProcess:
+            return true
+        case .interrupted where family != .unix:
+            return true  // the kernel goes on with it: never call connect again blindly
+        case .interrupted:
+            return false
+        case .resourceTemporarilyUnavailable where family == .unix:
+            return false
+        default:
+            throw e
         }
     }
 

@@ -19,19 +19,13 @@ extension Socket {
         to hostPort: String, timeout: SocketTimeout = Socket.defaultTimeout,
         deadline: ContinuousClock.Instant? = nil
     ) throws(SocketError) -> Socket {
-        if timeout == .nonBlocking {
-            throw SocketError(.invalidArgument, .connect,
-                              detail: "connecting by name needs a blocking or timed socket, not a non-blocking one")
-        }
         let start = ContinuousClock.now
-        var overall = deadline
-        if let d = timeout.duration { overall = min(overall ?? start + d, start + d) }
+        let overall = try dialDeadline(hostPort, timeout: timeout, deadline: deadline, start: start)
         let addresses: [SocketAddress]
         do {
             addresses = try SocketAddress.resolve(hostPort, deadline: overall)
-        } catch where error.kind == .timedOut && error.timeout != .zero {
-            // Report the caller's allowance, not the resolver's share of it.
-            throw SocketError(.timedOut, .resolve, timeout: overall.map { $0 - start }, detail: error.detail)
+        } catch {
+            throw resolveFailure(error, overall: overall, start: start)
         }
         var firstError: SocketError?
         for (index, address) in addresses.enumerated() {
@@ -43,16 +37,47 @@ extension Socket {
                 socket.timeout = timeout
                 return socket
             } catch {
-                // A timeout is reported against the caller's allowance, not this attempt's share.
-                let reported = error.kind == .timedOut && error.timeout != .zero
-                    ? SocketError(.timedOut, .connect, address: address, timeout: overall.map { $0 - start })
-                    : error
-                firstError = firstError ?? reported
+                firstError = firstError ?? attemptFailure(error, address: address, overall: overall, start: start)
                 if error.kind == .timedOut && attemptDeadline == overall { break }
             }
         }
-        let error = firstError ?? SocketError(.nameResolution, .connect, detail: "'\(hostPort)' gave no address")
-        throw addresses.count > 1 ? error.with(detail: "\(addresses.count) addresses for '\(hostPort)', first error shown") : error
+        throw dialFailure(firstError, hostPort: hostPort, addressCount: addresses.count)
+    }
+
+    /// The whole call's deadline: the earlier of `deadline` and `start + timeout`.
+    ///
+    /// - Throws: `.invalidArgument` for a non-blocking timeout.
+    static func dialDeadline(
+        _ hostPort: String, timeout: SocketTimeout, deadline: ContinuousClock.Instant?, start: ContinuousClock.Instant
+    ) throws(SocketError) -> ContinuousClock.Instant? {
+        if timeout == .nonBlocking {
+            throw SocketError(.invalidArgument, .connect,
+                              detail: "connecting by name needs a blocking or timed socket, not a non-blocking one")
+        }
+        guard let d = timeout.duration else { return deadline }
+        return min(deadline ?? start + d, start + d)
+    }
+
+    /// A resolution error as the caller sees it: a timeout against the caller's allowance,
+    /// not the resolver's share of it.
+    static func resolveFailure(_ error: SocketError, overall: ContinuousClock.Instant?, start: ContinuousClock.Instant) -> SocketError {
+        guard error.kind == .timedOut && error.timeout != .zero else { return error }
+        return SocketError(.timedOut, .resolve, timeout: overall.map { $0 - start }, detail: error.detail)
+    }
+
+    /// One address's failure as the caller sees it: a timeout against the caller's allowance,
+    /// not this attempt's share.
+    static func attemptFailure(
+        _ error: SocketError, address: SocketAddress, overall: ContinuousClock.Instant?, start: ContinuousClock.Instant
+    ) -> SocketError {
+        guard error.kind == .timedOut && error.timeout != .zero else { return error }
+        return SocketError(.timedOut, .connect, address: address, timeout: overall.map { $0 - start })
+    }
+
+    /// The error of a dial in which no address accepted: the first address's.
+    static func dialFailure(_ first: SocketError?, hostPort: String, addressCount: Int) -> SocketError {
+        let error = first ?? SocketError(.nameResolution, .connect, detail: "'\(hostPort)' gave no address")
+        return addressCount > 1 ? error.with(detail: "\(addressCount) addresses for '\(hostPort)', first error shown") : error
     }
 
     /// Go's `partialDeadline`: the time left split evenly among the addresses still to

@@ -74,3 +74,14 @@ func openDescriptorsAfterWarmUp() async throws -> Set<String> {
     await nap(.milliseconds(1))
     return try openDescriptors()
 }
+
+/// Receives until end of stream and returns how many bytes came.
+func byteCountUntilEndOfStream(_ socket: Socket, within limit: Duration = .seconds(10)) async throws -> Int {
+    let deadline = ContinuousClock.now + limit
+    var received = 0
+    while true {
+        let chunk = try await socket.receive(upTo: 65_536, deadline: deadline)
+        if chunk.isEmpty { return received }
+        received += chunk.count
+    }
+}

@@ -130,13 +130,7 @@ struct AsyncTimeoutTests {
         #expect(sent > 0 && sent < big.count)
         // Exactly that much arrives.
         client.close()
-        var received = 0
-        while true {
-            let chunk = try await server.receive(upTo: 65_536, deadline: .now + .seconds(10))
-            if chunk.isEmpty { break }
-            received += chunk.count
-        }
-        #expect(received == sent)
+        #expect(try await byteCountUntilEndOfStream(server) == sent)
     }
 
     @Test("accept with a timeout and nobody connecting: timed out, never early, the same message")
