@@ -111,7 +111,7 @@ extension Socket {
                     try withRest(from) { rest throws(Errno) in
                         let n = try Attempt.run(mayWait: false) { Sys.send(fd, rest, mayWait: false) }
                         // A short send: the buffer is full; wait for the edge rather than fail again.
-                        if let n, n < rest.count { registration.clear(.send, ifUnchangedSince: observed) }
+                        if let n, n < rest.count { registration.clearAfterShort(.send, ifUnchangedSince: observed) }
                         return n
                     }
                 }
@@ -164,7 +164,7 @@ extension Socket {
     @inline(__always)
     func receiveAttempt(_ buffer: UnsafeMutableRawBufferPointer, _ registration: Registration, _ observed: UInt64) throws(Errno) -> Int? {
         let n = try Attempt.run(mayWait: false) { Sys.recv(fd, buffer, mayWait: false) }
-        if let n, n > 0, n < buffer.count, type == .stream { registration.clear(.receive, ifUnchangedSince: observed) }
+        if let n, n > 0, n < buffer.count, type == .stream { registration.clearAfterShort(.receive, ifUnchangedSince: observed) }
         return n
     }
 

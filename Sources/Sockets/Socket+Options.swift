@@ -103,10 +103,6 @@ extension Socket {
         try withDescriptor(.setOption, address: nil) { fd throws(SocketError) in
             do throws(Errno) { try option.set(fd, value) } catch { throw errorOrClosed(.setOption, error, address: nil).with(detail: option.name) }
         }
-        if option.name == "SO_LINGER" {
-            let lingers = (value as? Duration).map { $0 > .zero } ?? false
-            state.withLock { $0.lingers = lingers }
-        }
     }
 
     /// Reads a typed option (`getsockopt(2)`). Does not block.

@@ -89,9 +89,7 @@ extension Socket {
             if let maxConnections {
                 // Wait for a free place; cancellation stops the server, and so does close().
                 while !isClosed, let alarm = connections.alarmIfAtLeast(maxConnections, on: reactor) {
-                    if let registration = state.withLock({ $0.registration }) {
-                        registration.reactor.ringOnClose(registration, alarm)
-                    }
+                    ringOnClose(alarm)
                     let wake = await alarm.wait(until: .max)
                     connections.consumed(alarm)
                     if wake == .cancelled { break accepting }
@@ -120,7 +118,9 @@ extension Socket {
                 case _ where outOfResources:
                     backoff = backoff == 0 ? 5_000_000 : min(backoff * 2, 1_000_000_000)
                     events?(.backingOff(error, retryIn: .nanoseconds(backoff)))
-                    if await Alarm(on: reactor).wait(until: saturatingSum(Sys.now(), backoff)) == .cancelled {
+                    let alarm = Alarm(on: reactor)
+                    ringOnClose(alarm)  // a close() ends the back-off at once
+                    if await alarm.wait(until: saturatingSum(Sys.now(), backoff)) == .cancelled {
                         break accepting
                     }
                 case .connectionAborted:
@@ -134,6 +134,13 @@ extension Socket {
         close()
         await connections.shutDown(grace: wholeNanoseconds(gracePeriod), on: reactor)
         if let failure { throw failure }
+    }
+}
+
+extension Socket {
+    /// Rings `alarm` when this (registered) socket is closed.
+    fileprivate func ringOnClose(_ alarm: Alarm) {
+        if let registration = state.withLock({ $0.registration }) { registration.reactor.ringOnClose(registration, alarm) }
     }
 }
 

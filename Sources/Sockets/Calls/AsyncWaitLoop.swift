@@ -107,7 +107,7 @@ extension Socket {
                     throw errorOrClosed(call.budget.operation, error, address: nil)
                 }
                 if let result { return result }
-                call.registration.clear(direction, ifUnchangedSince: observed)
+                call.registration.clearAfterWouldBlock(direction, ifUnchangedSince: observed)
                 if paced && call.pace == 0 { call.pace = 1_000_000 }
             }
             force = try await waitAsync(&call, direction, observed: observed, readyMask: mask) == .timer

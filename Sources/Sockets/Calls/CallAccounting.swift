@@ -41,9 +41,6 @@ extension Socket {
         var registration: Registration?
         /// Async calls begun so far: each one's number identifies its waiter to cancellation.
         var asyncCalls: UInt64 = 0
-        /// `SO_LINGER` is on with a time (set by ``Socket/setOption(_:_:)``): `close(2)` may
-        /// block for it, so a reactor's thread hands the close to a thread of its own.
-        var lingers = false
 
         init(timeout: SocketTimeout, mode: DescriptorMode, peer: SocketAddress?) {
             (self.timeout, self.mode, self.peer) = (timeout, mode, peer)
@@ -58,14 +55,13 @@ extension Socket {
             return held
         }
 
-        var held: Held { Held(waker: waker, registration: registration, lingers: lingers) }
+        var held: Held { Held(waker: waker, registration: registration) }
     }
 
     /// What releasing a socket closes or forgets besides its descriptor.
     struct Held {
         let waker: Sys.Waker?
         let registration: Registration?
-        let lingers: Bool
     }
 
     /// Marks the socket closing and wakes every call in flight (see the comment at the top).
@@ -118,9 +114,14 @@ extension Socket {
         if let registration = held.registration { registration.reactor.deregister(registration, shared: shared) }
         if let waker = held.waker { Sys.close(waker) }
         // A lingering close(2) blocks until the unsent data is out or the time is up: never
-        // on a reactor's thread, where it would stall every socket the reactor serves.
+        // on a reactor's thread, where it would stall every socket the reactor serves. The
+        // option is read, not remembered: Linux copies it from a listener to the sockets it
+        // accepts, and it may have been set through withUnsafeDescriptor.
         let fd = self.fd
-        if held.lingers && Reactor.isReactorThread && Sys.spawnDetached({ Sys.close(fd) }) { return }
+        if Reactor.isReactorThread, let (on, seconds) = try? Sys.lingerOption(fd), on && seconds > 0,
+           Sys.spawnDetached({ Sys.close(fd) }) {
+            return
+        }
         Sys.close(fd)
     }
 

@@ -26,6 +26,10 @@ import SystemPackage
 /// thread when its socket is ready; any other task is resumed on its own executor (one
 /// thread hop).
 ///
+/// A reactor whose epoll instance fails (only a bug can do that: its descriptor closed behind
+/// the library's back) stops the process with a message rather than spin without ever
+/// delivering an event.
+///
 /// There is one reactor per CPU (``count``), each started on first use, living as long as the
 /// process. A reactor's thread must never block: a blocking `Socket` call made on it acts
 /// as if the socket were non-blocking (it fails with ``SocketError/Kind/wouldBlock`` rather

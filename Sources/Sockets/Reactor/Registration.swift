@@ -122,14 +122,30 @@ final class Registration: @unchecked Sendable {
     @inline(__always)
     func observe() -> UInt64 { readiness.load(ordering: .acquiring) }
 
-    /// Clears `direction`'s bit unless an event has come since `observed` was read.
+    /// After a short read or a short send: clears `direction`'s bit (the socket is drained,
+    /// or full) unless an event has come since `observed` was read. Its final state stays: a
+    /// FIN may have come with the data just drained.
     @inline(__always)
-    func clear(_ direction: WaitDirection, ifUnchangedSince observed: UInt64) {
-        let bit = Registration.bit(direction)
+    func clearAfterShort(_ direction: WaitDirection, ifUnchangedSince observed: UInt64) {
+        clear(Registration.bit(direction), ifUnchangedSince: observed)
+    }
+
+    /// After a would-block: clears `direction`'s bit and its final state unless an event has
+    /// come since `observed` was read. EAGAIN proves the state is not final (an end of stream
+    /// reads 0, a reset fails): a hang-up or error that is stale or already reported (a Unix
+    /// socket's from before its connect, a UDP socket's ICMP error, a listener shut down)
+    /// must not make every later wait return at once.
+    @inline(__always)
+    func clearAfterWouldBlock(_ direction: WaitDirection, ifUnchangedSince observed: UInt64) {
+        clear(Registration.readyMask(direction), ifUnchangedSince: observed)
+    }
+
+    @inline(__always)
+    private func clear(_ bits: UInt64, ifUnchangedSince observed: UInt64) {
         var current = observed
-        while current >> 32 == observed >> 32 && current & bit != 0 {
+        while current >> 32 == observed >> 32 && current & bits != 0 {
             let (exchanged, original) = readiness.compareExchange(
-                expected: current, desired: current & ~bit, ordering: .acquiringAndReleasing)
+                expected: current, desired: current & ~bits, ordering: .acquiringAndReleasing)
             if exchanged { return }
             current = original
         }
