@@ -1,6 +1,7 @@
 #ifdef __linux__
 #define _GNU_SOURCE
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <errno.h>
 #include <sys/epoll.h>
@@ -20,6 +21,12 @@ int csockets_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout)
 
 int csockets_eventfd(void) {
     return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+int csockets_allowed_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
+    return CPU_COUNT(&set);
 }
 
 int csockets_epoll_create(void) {

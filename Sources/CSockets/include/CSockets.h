@@ -17,6 +17,10 @@ int csockets_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout)
 /// eventfd(2), close-on-exec and non-blocking: the descriptor close() writes to wake waiters.
 int csockets_eventfd(void);
 
+/// The CPUs this thread may run on (sched_getaffinity(2), CPU_COUNT): what `taskset` or a
+/// container's cpuset allows, not every CPU online. 0 if it cannot be read.
+int csockets_allowed_cpus(void);
+
 /// epoll_create1(2) with EPOLL_CLOEXEC.
 int csockets_epoll_create(void);
 /// epoll_ctl(2) ADD (or MOD when `modify`) of `fd` for `events`, tagged with `data`.

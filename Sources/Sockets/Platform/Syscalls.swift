@@ -176,9 +176,15 @@ enum Sys {
         return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
 
-    /// The number of CPUs online (`sysconf(_SC_NPROCESSORS_ONLN)`).
-    static func onlineCPUs() -> Int {
-        Int(sysconf(CInt(_SC_NPROCESSORS_ONLN)))
+    /// The number of CPUs the process may run on: on Linux its affinity mask
+    /// (`sched_getaffinity`: what `taskset` or a container's cpuset allows), else the CPUs
+    /// online (`sysconf(_SC_NPROCESSORS_ONLN)`).
+    static func usableCPUs() -> Int {
+        #if os(Linux)
+        let allowed = Int(csockets_allowed_cpus())
+        if allowed > 0 { return allowed }
+        #endif
+        return Int(sysconf(CInt(_SC_NPROCESSORS_ONLN)))
     }
 
     /// `close(2)`, never retried: on Linux the descriptor is gone even when close reports EINTR.

@@ -30,7 +30,7 @@ import SystemPackage
 /// the library's back) stops the process with a message rather than spin without ever
 /// delivering an event.
 ///
-/// There is one reactor per CPU (``count``), each started on first use, living as long as the
+/// There is one reactor per usable CPU (``count``), each started on first use, living as long as the
 /// process. A reactor's thread must never block: a blocking `Socket` call made on it acts
 /// as if the socket were non-blocking (it fails with ``SocketError/Kind/wouldBlock`` rather
 /// than wait), and any other blocking work there stalls every socket the reactor serves.
@@ -107,8 +107,9 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
 
     private static let pool = Locked(Pool())
 
-    /// How many reactors there are once all are started: one per online CPU.
-    public static let count: Int = max(1, Sys.onlineCPUs())
+    /// How many reactors there are once all are started: one per CPU the process may run on
+    /// (its affinity mask on Linux, so `taskset -c 0` means one reactor).
+    public static let count: Int = max(1, Sys.usableCPUs())
 
     /// The next reactor in turn, started if it was not yet. Sockets and tasks spread over
     /// the reactors this way.

@@ -116,6 +116,19 @@ struct AsyncCloseTests {
         if case .failure(let error as SocketError) = await waiting.result { #expect(error.kind == .closed) }
     }
 
+    @Test("one reactor per CPU the process may run on (its affinity mask, as taskset sets it)")
+    func reactorCount() throws {
+        // The kernel's own account of the affinity mask: "Cpus_allowed_list:\t0-1" or "0,2-3".
+        let status = try String(contentsOfFile: "/proc/self/status", encoding: .utf8)
+        let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") })
+        var allowed = 0
+        for range in line.split(separator: "\t").last!.split(separator: ",") {
+            let ends = range.split(separator: "-").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            allowed += ends.count == 2 ? ends[1] - ends[0] + 1 : 1
+        }
+        #expect(Reactor.count == allowed)
+    }
+
     @Test("a task that prefers a reactor runs on its thread before and after each wait")
     func runsOnReactor() async throws {
         let reactor = try Reactor.next()
