@@ -24,6 +24,7 @@ struct OursBench: Implementation {
     }
 
     func server(_ workload: String, mode name: String) {
+        if workload == "echo-async" { asyncEchoServer(mode: name) }
         let mode = Mode(name)
         mode.perCall ? serve(workload, mode, ByDeadline.self) : serve(workload, mode, ByTimeout.self)
     }

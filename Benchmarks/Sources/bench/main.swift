@@ -4,6 +4,7 @@
 //   bench IMPL client bulk PORT BYTES [MODE]             64 KiB writes, waits for the server's ack
 //   bench IMPL client connect PORT COUNT [MODE]          connect, wait for the server's close, close
 //   bench sockets precision recv|accept SECONDS COUNT THREADS timeout|deadline
+//   bench sockets server echo-async none|timeout        the async server of A1/A2 (AsyncEchoBench.swift)
 // IMPL: sockets (this library; MODE none | timeout | deadline), nio (SwiftNIO's NIOPosix
 // bootstraps, as NIO users write them), flyingsocks (FlyingFox's AsyncSocket).
 // Results: one JSON object on stdout.
