@@ -130,6 +130,13 @@ func threadCPU() -> Duration {
     return cpuTime(usage)
 }
 
+/// CPU time (user + system) used by the whole process.
+func processCPUTime() -> Duration {
+    var usage = rusage()
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+    return cpuTime(usage)
+}
+
 func cpuTime(_ usage: rusage) -> Duration {
     .seconds(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + .microseconds(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
 }

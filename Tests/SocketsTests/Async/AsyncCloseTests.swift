@@ -196,11 +196,3 @@ private func blockingReceive(_ socket: Socket) -> SocketError? {
 private func blockingReceiveBytes(_ socket: Socket) throws -> [UInt8] {
     try socket.receive(upTo: 1)
 }
-
-/// User + system CPU time of the whole process.
-func processCPUTime() -> Duration {
-    var usage = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &usage)
-    let micros = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000 + Int(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
-    return .microseconds(micros)
-}

@@ -85,3 +85,22 @@ func byteCountUntilEndOfStream(_ socket: Socket, within limit: Duration = .secon
         received += chunk.count
     }
 }
+
+/// Closes `socket` from a task on `reactor` and meanwhile times a ping between two other
+/// sockets of that reactor: how long the reactor was stalled, and how long `close()` took.
+func reactorStall(closing socket: Socket, on reactor: Reactor) async throws -> (stalled: Duration, closeTook: Duration) {
+    let (a, b) = try Socket.pair()
+    defer { a.close(); b.close() }
+    // a and b registered on the same reactor.
+    try await Task(executorPreference: reactor) { try await a.sendAll([1]); _ = try await b.receive(exactly: 1) }.value
+    let closer = Task(executorPreference: reactor) { () -> Duration in
+        let start = ContinuousClock.now
+        socket.close()
+        return ContinuousClock.now - start
+    }
+    try await Task.sleep(for: .milliseconds(50))
+    // A ping on the other sockets of that reactor, from a task on it.
+    let start = ContinuousClock.now
+    try await Task(executorPreference: reactor) { try await a.sendAll([2]); _ = try await b.receive(exactly: 1) }.value
+    return (ContinuousClock.now - start, await closer.value)
+}

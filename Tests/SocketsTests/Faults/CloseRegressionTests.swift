@@ -117,7 +117,7 @@ struct CloseRegressionTests {
         defer { socket.close() }
         try socket.bind(to: .ipv4(.loopback, port: 0))
         socket.timeout = try .after(.milliseconds(100))
-        let processBefore = processCPU()
+        let processBefore = processCPUTime()
         let waiter = Background { () -> (Ending, Duration, Duration) in
             let cpu = threadCPU()
             let start = ContinuousClock.now
@@ -125,7 +125,7 @@ struct CloseRegressionTests {
             return (ending, ending.at - start, threadCPU() - cpu)
         }
         guard let (ending, elapsed, cpu) = try? waiter.value(within: .seconds(1)) else {
-            let spent = processCPU() - processBefore
+            let spent = processCPUTime() - processBefore
             try rescueSpinningAccept(on: socket)
             let late = try? waiter.value(within: .seconds(2))
             Issue.record("accept on a UDP socket still running after 1 s, having used \(spent) of CPU (the process's); freed, it ended with: \(late?.0.summary ?? "nothing (abandoned)")")
@@ -224,13 +224,6 @@ private final class StartLine: Sendable {
         }
         go.store(true, ordering: .releasing)
     }
-}
-
-/// CPU time (user + system) used by the whole process.
-private func processCPU() -> Duration {
-    var usage = rusage()
-    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-    return cpuTime(usage)
 }
 
 /// Frees a thread whose accept retries forever on a descriptor that cannot accept: puts a

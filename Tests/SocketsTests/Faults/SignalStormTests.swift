@@ -36,24 +36,37 @@ private func setAlarmInterval(microseconds: Int) {
     setitimer(__itimer_which_t(ITIMER_REAL.rawValue), &value, nil)
 }
 
+/// Makes the calling thread take SIGALRM and be the storm's target, and starts the 1 kHz
+/// storm if `storm`; returns the alarms taken so far, for `endStorm`.
+private func aimStorm(_ storm: Bool) -> Int {
+    setSignal(SIGALRM, SIG_UNBLOCK)
+    let before = alarmsTaken.load(ordering: .relaxed)
+    stormTarget.store(UInt(pthread_self()), ordering: .relaxed)
+    if storm { setAlarmInterval(microseconds: 1000) }
+    return before
+}
+
+/// Stops the storm and blocks SIGALRM again on the calling thread; returns the alarms it took
+/// since `aimStorm` returned `before`.
+private func endStorm(since before: Int) -> Int {
+    setAlarmInterval(microseconds: 0)
+    stormTarget.store(0, ordering: .relaxed)
+    setSignal(SIGALRM, SIG_BLOCK)
+    return alarmsTaken.load(ordering: .relaxed) - before
+}
+
 /// Runs `operation` on a thread that takes SIGALRM, under a 1 kHz storm or not; returns how
 /// it ended, how long it took, and the alarms it took.
 private func measure(
     storm: Bool, _ operation: @escaping @Sendable () throws -> Void
 ) throws -> (kind: SocketError.Kind?, elapsed: Duration, alarms: Int) {
     let run = Background { () -> (SocketError.Kind?, Duration, Int) in
-        setSignal(SIGALRM, SIG_UNBLOCK)
-        let before = alarmsTaken.load(ordering: .relaxed)
-        stormTarget.store(UInt(pthread_self()), ordering: .relaxed)
-        if storm { setAlarmInterval(microseconds: 1000) }
+        let before = aimStorm(storm)
         let start = ContinuousClock.now
         var kind: SocketError.Kind?
         do { try operation() } catch let error as SocketError { kind = error.kind }
         let elapsed = ContinuousClock.now - start
-        setAlarmInterval(microseconds: 0)
-        stormTarget.store(0, ordering: .relaxed)
-        setSignal(SIGALRM, SIG_BLOCK)
-        return (kind, elapsed, alarmsTaken.load(ordering: .relaxed) - before)
+        return (kind, elapsed, endStorm(since: before))
     }
     let (kind, elapsed, alarms) = try run.value(within: .seconds(20))
     return (kind, elapsed, alarms)
@@ -163,10 +176,7 @@ struct SignalStormTests {
                     defer { [listener, client, peer].forEach { $0.close() } }
                     listener.timeout = timeout
                     client.timeout = timeout
-                    setSignal(SIGALRM, SIG_UNBLOCK)
-                    let before = alarmsTaken.load(ordering: .relaxed)
-                    stormTarget.store(UInt(pthread_self()), ordering: .relaxed)
-                    if storm { setAlarmInterval(microseconds: 1000) }
+                    let before = aimStorm(storm)
                     let start = ContinuousClock.now
                     var kind: SocketError.Kind?
                     do throws(SocketError) {
@@ -175,10 +185,7 @@ struct SignalStormTests {
                         kind = error.kind
                     }
                     let elapsed = ContinuousClock.now - start
-                    setAlarmInterval(microseconds: 0)
-                    stormTarget.store(0, ordering: .relaxed)
-                    setSignal(SIGALRM, SIG_BLOCK)
-                    return (kind, elapsed, alarmsTaken.load(ordering: .relaxed) - before)
+                    return (kind, elapsed, endStorm(since: before))
                 }
                 let (kind, elapsed, taken) = try await value(of: trial, within: .seconds(20))
                 #expect(kind == .timedOut, "\(operation) ended in \(kind.map { "\($0)" } ?? "success") (storm: \(storm))")
