@@ -182,17 +182,9 @@ extension Socket {
         do throws(SocketError) {
             if maxCount == 0 && type == .stream { return [] }
             let bytes = try await performAsync(&call, .receive) { observed throws(Errno) -> [UInt8]? in
-                // Each attempt fills a fresh array: nothing is held across a suspension.
-                var outcome: Result<Int?, Errno> = .success(nil)
-                let bytes = [UInt8](unsafeUninitializedCapacity: maxCount) { storage, count in
-                    do throws(Errno) {
-                        outcome = .success(try receiveAttempt(UnsafeMutableRawBufferPointer(storage), registration, observed))
-                    } catch {
-                        outcome = .failure(error)
-                    }
-                    count = (try? outcome.get()).flatMap { $0 } ?? 0
-                }
-                return try outcome.get() == nil ? nil : bytes
+                try filledArray(capacity: maxCount) { buffer throws(Errno) in
+                    try receiveAttempt(buffer, registration, observed).map { ($0, ()) }
+                }?.bytes
             }
             if bytes.isEmpty && isClosed { throw SocketError(.closed, .receive) }
             return bytes
@@ -309,24 +301,38 @@ extension Socket {
         }
         var call = try beginAsyncCall(.receiveFrom, address: nil, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
         defer { endAsyncCall(call) }
-        let (bytes, sender, named) = try await performAsync(&call, .receive) { _ throws(Errno) -> ([UInt8], SocketAddress, Bool)? in
-            var outcome: Result<(Int, SocketAddress, named: Bool)?, Errno> = .success(nil)
-            let bytes = [UInt8](unsafeUninitializedCapacity: maxCount) { storage, count in
-                do throws(Errno) {
-                    outcome = .success(try Attempt.run(mayWait: false) { Sys.recvFrom(fd, UnsafeMutableRawBufferPointer(storage), mayWait: false) })
-                } catch {
-                    outcome = .failure(error)
-                }
-                count = (try? outcome.get()).flatMap { $0 }?.0 ?? 0
+        let (bytes, (sender, named)) = try await performAsync(&call, .receive) { _ throws(Errno) in
+            try filledArray(capacity: maxCount) { buffer throws(Errno) in
+                try Attempt.run(mayWait: false) { Sys.recvFrom(fd, buffer, mayWait: false) }.map { ($0.0, ($0.1, $0.named)) }
             }
-            guard let (_, sender, named) = try outcome.get() else { return nil }
-            return (bytes, sender, named)
         }
         if bytes.isEmpty && !named && isClosed { throw SocketError(.closed, .receiveFrom) }
         return (bytes, sender)
     }
 }
 
+/// A fresh array of up to `capacity` bytes that `fill` writes into, for an attempt that must
+/// hold nothing across a suspension: `fill` returns how many bytes it wrote and a value of
+/// its own, or nil for "not yet" (the array is then dropped).
+@inline(__always)
+func filledArray<T>(
+    capacity: Int, _ fill: (UnsafeMutableRawBufferPointer) throws(Errno) -> (Int, T)?
+) throws(Errno) -> (bytes: [UInt8], value: T)? {
+    var outcome: Result<T?, Errno> = .success(nil)
+    let bytes = [UInt8](unsafeUninitializedCapacity: capacity) { storage, count in
+        count = 0
+        do throws(Errno) {
+            if let (n, value) = try fill(UnsafeMutableRawBufferPointer(storage)) {
+                count = n
+                outcome = .success(value)
+            }
+        } catch {
+            outcome = .failure(error)
+        }
+    }
+    guard let value = try outcome.get() else { return nil }
+    return (bytes, value)
+}
 
 /// `array.withUnsafeBytes`, keeping the closure's typed error (the library's own is `rethrows`).
 @inline(__always)

@@ -77,6 +77,26 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
             lastSequence &+= 2
             return lastSequence | low
         }
+
+        /// Pushes the live timer entry of `registration`'s `direction` for `when`; the one it
+        /// had, if any, is stale from now on.
+        mutating func armTimer(_ registration: Registration, _ direction: WaitDirection, at when: Int64) {
+            let sequence = nextSequence(direction == .receive ? 0 : 1)
+            registration.withList(direction) { list in
+                if list.timerSequence != 0 { staleTimers += 1 }
+                list.timerSequence = sequence
+                list.timerWhen = when
+            }
+            timers.push(TimerEntry(when: when, sequence: sequence, token: registration.token, alarm: nil))
+        }
+
+        /// The registration in `slots` whose live timer entry `entry` is, or nil for a stale
+        /// entry (its socket released, or the entry replaced or fired).
+        static func owner(ofTimer entry: TimerEntry, in slots: [Registration?]) -> Registration? {
+            guard let registration = slots[Int(entry.token & 0xffff_ffff)], registration.token == entry.token,
+                  registration.holdsTimer(entry.sequence) else { return nil }
+            return registration
+        }
     }
 
     private init(number: CInt) throws(Errno) {
@@ -229,8 +249,7 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
         let slots = s.slots
         s.timers.keep { entry in
             if let alarm = entry.alarm { return alarm.sequence == entry.sequence && alarm.continuation != nil }
-            guard let registration = slots[Int(entry.token & 0xffff_ffff)], registration.token == entry.token else { return false }
-            return registration.withList(entry.sequence & 1 == 0 ? .receive : .send) { $0.timerSequence == entry.sequence }
+            return Shared.owner(ofTimer: entry, in: slots) != nil
         }
         s.staleTimers = 0
     }
@@ -250,16 +269,13 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
                 let now = registration.observe()
                 if now & readyMask != 0 || now >> 32 != observed >> 32 { return (.ready, false) }
             }
-            return registration.withList(direction) { list in
+            let timerWhen = registration.withList(direction) { list in
                 list.waiters.append(waiter)
-                guard waiter.deadline < list.timerWhen else { return (nil, false) }  // the entry there comes first
-                if list.timerSequence != 0 { s.staleTimers += 1 }  // the one there is replaced
-                let sequence = s.nextSequence(direction == .receive ? 0 : 1)
-                list.timerSequence = sequence
-                list.timerWhen = waiter.deadline
-                s.timers.push(TimerEntry(when: waiter.deadline, sequence: sequence, token: registration.token, alarm: nil))
-                return (nil, wakeIfSleepingPast(waiter.deadline, &s))
+                return list.timerWhen
             }
+            guard waiter.deadline < timerWhen else { return (nil, false) }  // the entry there comes first
+            s.armTimer(registration, direction, at: waiter.deadline)
+            return (nil, wakeIfSleepingPast(waiter.deadline, &s))
         }
         if let wake = outcome.0 { waiter.continuation.resume(returning: wake) }
         if outcome.wakeReactor { Sys.wake(waker) }
@@ -375,28 +391,20 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
                         registration.deliver(event, into: &resumptions)
                     }
                 }
-                if let earliest = s.timers.earliest, earliest <= Sys.now() {
+                if !s.timers.isEmpty {
                     let now = Sys.now()
                     while let entry = s.timers.popDue(now: now) {
                         if let alarm = entry.alarm {
                             alarm.timerFired(sequence: entry.sequence, into: &resumptions)
                             continue
                         }
-                        let slot = Int(entry.token & 0xffff_ffff)
-                        guard let registration = s.slots[slot], registration.token == entry.token,
-                              registration.withList(entry.sequence & 1 == 0 ? .receive : .send, { $0.timerSequence == entry.sequence })
-                        else {
+                        guard let registration = Shared.owner(ofTimer: entry, in: s.slots) else {
                             s.staleTimers = max(0, s.staleTimers - 1)
                             continue
                         }
-                        guard let next = registration.timerFired(sequence: entry.sequence, now: now, into: &resumptions) else { continue }
-                        let low = entry.sequence & 1
-                        let sequence = s.nextSequence(low)
-                        registration.withList(low == 0 ? .receive : .send) { list in
-                            list.timerSequence = sequence
-                            list.timerWhen = next
+                        if let next = registration.timerFired(sequence: entry.sequence, now: now, into: &resumptions) {
+                            s.armTimer(registration, Registration.direction(ofTimer: entry.sequence), at: next)
                         }
-                        s.timers.push(TimerEntry(when: next, sequence: sequence, token: registration.token, alarm: nil))
                     }
                 }
             }

@@ -176,12 +176,20 @@ final class Registration: @unchecked Sendable {
         direction == .receive ? body(&receive) : body(&send)
     }
 
-    /// A timer entry came due at `now` (under the lock): resumes the waiters whose time has
-    /// come and returns the instant of the earliest left, for a new entry. A timer entry's
-    /// sequence carries its direction in the low bit.
+    /// Whether the timer entry with `sequence` is this registration's live one (not replaced
+    /// by an earlier one, nor fired). Under the lock.
+    func holdsTimer(_ sequence: UInt64) -> Bool {
+        withList(Registration.direction(ofTimer: sequence)) { $0.timerSequence == sequence }
+    }
+
+    /// A timer entry's sequence carries its direction in the low bit.
+    static func direction(ofTimer sequence: UInt64) -> WaitDirection { sequence & 1 == 0 ? .receive : .send }
+
+    /// Its live timer entry (``holdsTimer(_:)``) came due at `now` (under the lock): resumes
+    /// the waiters whose time has come and returns the instant of the earliest left, for a
+    /// new entry.
     func timerFired(sequence: UInt64, now: Int64, into resumptions: inout [Resumption]) -> Int64? {
-        return withList(sequence & 1 == 0 ? .receive : .send) { list -> Int64? in
-            guard list.timerSequence == sequence else { return nil }  // replaced by an earlier one
+        withList(Registration.direction(ofTimer: sequence)) { list -> Int64? in
             list.timerSequence = 0
             list.timerWhen = .max
             var next = Int64.max
