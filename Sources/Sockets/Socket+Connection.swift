@@ -134,29 +134,24 @@ extension Socket {
         try checkFamily(address, .connect)
         try withCall(.connect, address: address, deadlineLeft: deadlineLeft, connectKind) { call throws(SocketError) in
             let nonBlocking = call.budget.limit == .none
-            let onReactorThread = call.budget.onReactorThread
             var inProgress = false
-            do throws(SocketError) {
-                try perform(&call) { _, readiness throws(Errno) -> Void? in
-                    if inProgress {
-                        // The wait saw the handshake end. Writable and nothing else is success
-                        // (an error would show as POLLERR); otherwise SO_ERROR says what happened.
-                        if readiness == Sys.pollOut { return () }
-                        if readiness == 0 { return nil }
-                        if let outcome = try Sys.pendingError(fd), outcome != .socketIsConnected { throw outcome }
-                        return ()
-                    }
-                    switch Sys.connect(fd, address) {
-                    case .success:
-                        return ()
-                    case .failure(let e):
-                        inProgress = try connectUnderWay(after: e)
-                        if nonBlocking && inProgress { throw Errno.nowInProgress }
-                        return nil
-                    }
+            try perform(&call) { _, readiness throws(Errno) -> Void? in
+                if inProgress {
+                    // The wait saw the handshake end. Writable and nothing else is success
+                    // (an error would show as POLLERR); otherwise SO_ERROR says what happened.
+                    if readiness == Sys.pollOut { return () }
+                    if readiness == 0 { return nil }
+                    if let outcome = try Sys.pendingError(fd), outcome != .socketIsConnected { throw outcome }
+                    return ()
                 }
-            } catch where onReactorThread && error.kind == .wouldBlock && error.detail == nil {
-                throw error.with(detail: WaitBudget.reactorThreadDetail)
+                switch Sys.connect(fd, address) {
+                case .success:
+                    return ()
+                case .failure(let e):
+                    inProgress = try connectUnderWay(after: e)
+                    if nonBlocking && inProgress { throw Errno.nowInProgress }
+                    return nil
+                }
             }
             // Connected, but close() came first: the socket is of no use, and the call says so.
             if isClosed { throw SocketError(.closed, .connect) }

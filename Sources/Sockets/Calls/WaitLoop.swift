@@ -148,7 +148,9 @@ extension Socket {
             do throws(Errno) {
                 result = try attempt(mayWait, call.readiness)
             } catch {
-                throw errorOrClosed(call.budget.operation, error, address: nil)
+                let failure = errorOrClosed(call.budget.operation, error, address: nil)
+                // A would-block (a non-blocking connect's EINPROGRESS) says why on a reactor's thread.
+                throw failure.kind == .wouldBlock ? call.budget.wouldBlock(error) : failure
             }
             if mayWait { call.path = .kernelDone }
             if let result { return result }

@@ -164,6 +164,14 @@ struct AsyncCloseTests {
         #expect(failure?.detail?.contains("reactor") == true)
         #expect(elapsed < .seconds(1))
         #expect(later == [5])
+        // A blocking connect there, which must wait for the handshake, says so too.
+        let (full, fillers, address) = try fullQueueListener()
+        defer { ([full] + fillers).forEach { $0.close() } }
+        let connecting = try Socket(.ipv4)
+        defer { connecting.close() }
+        let connectFailure = try await value(of: Task(executorPreference: reactor) { blockingConnect(connecting, address) })
+        #expect(connectFailure?.kind == .wouldBlock)
+        #expect(connectFailure?.detail?.contains("reactor") == true)
     }
 
     @Test("no busy loop: a thousand parked receives for a second cost the process almost no CPU")
@@ -187,6 +195,16 @@ struct AsyncCloseTests {
 private func blockingReceive(_ socket: Socket) -> SocketError? {
     do {
         _ = try socket.receive(upTo: 1)
+        return nil
+    } catch {
+        return error
+    }
+}
+
+/// A blocking connect from a synchronous context.
+private func blockingConnect(_ socket: Socket, _ address: SocketAddress) -> SocketError? {
+    do {
+        try socket.connect(to: address, deadline: .now + .seconds(5))
         return nil
     } catch {
         return error
