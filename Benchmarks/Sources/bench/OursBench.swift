@@ -24,12 +24,18 @@ struct OursBench: Implementation {
     }
 
     func server(_ workload: String, mode name: String) {
-        if workload == "echo-async" { asyncEchoServer(mode: name) }
+        switch workload {  // the async benchmarks' servers (AsyncBench.swift)
+        case "echo-async": asyncEchoServer(timeout: name)
+        case "echo-threads": threadEchoServer(timeout: name)
+        case "bulk-async": asyncBulkServer()
+        default: break
+        }
         let mode = Mode(name)
         mode.perCall ? serve(workload, mode, ByDeadline.self) : serve(workload, mode, ByTimeout.self)
     }
 
     func client(_ workload: String, port: Int, count: Int, mode name: String) {
+        if workload == "bulk-async" { asyncBulkClient(port: port, bytes: count) }
         let mode = Mode(name)
         mode.perCall
             ? drive(workload, port: port, count: count, mode, ByDeadline.self)

@@ -4,7 +4,8 @@
 //   bench IMPL client bulk PORT BYTES [MODE]             64 KiB writes, waits for the server's ack
 //   bench IMPL client connect PORT COUNT [MODE]          connect, wait for the server's close, close
 //   bench sockets precision recv|accept SECONDS COUNT THREADS timeout|deadline
-//   bench sockets server echo-async none|timeout        the async server of A1/A2 (AsyncEchoBench.swift)
+//   bench sockets server|client|async ...                the async workloads (AsyncBench.swift)
+//   bench echo-server nio-handlers|nio-async|flyingsocks TIMEOUT   their peers (AsyncPeers.swift)
 // IMPL: sockets (this library; MODE none | timeout | deadline), nio (SwiftNIO's NIOPosix
 // bootstraps, as NIO users write them), flyingsocks (FlyingFox's AsyncSocket).
 // Results: one JSON object on stdout.
@@ -42,6 +43,11 @@ let arguments = CommandLine.arguments
 guard arguments.count >= 4 else { fail("usage: see the comment at the top of main.swift") }
 let implementation = arguments[1], role = arguments[2], workload = arguments[3]
 
+if implementation == "echo-server" {  // bench echo-server IMPL TIMEOUT (seconds, 0 = none)
+    guard let timeout = Double(workload) else { fail("bad timeout: \(workload)") }
+    asyncPeerServer(role, timeout: timeout)
+}
+
 func argument(_ index: Int, default value: String? = nil) -> String {
     if index < arguments.count { return arguments[index] }
     if let value { return value }
@@ -67,6 +73,16 @@ case "precision":
     guard let ours = bench as? OursBench else { fail("precision is measured for sockets only") }
     guard let seconds = Double(argument(4)), seconds > 0 else { fail("bad seconds: \(argument(4))") }
     ours.precision(workload, seconds: seconds, count: integer(5), threads: integer(6), mode: argument(7))
+case "async":
+    guard bench is OursBench else { fail("the async workloads are measured for sockets only") }
+    switch workload {
+    case "cancel": cancellationLatency(count: integer(4), load: integer(5), from: argument(6, default: "task"))
+    case "precision":
+        guard let seconds = Double(argument(4)), seconds > 0 else { fail("bad seconds: \(argument(4))") }
+        asyncPrecision(seconds: seconds, count: integer(5), concurrent: max(1, integer(6)))
+    case "close": closeWhileWaiting(count: integer(4))
+    default: fail("unknown async workload \(workload)")
+    }
 default:
     fail("unknown role \(role)")
 }
