@@ -29,7 +29,9 @@ connection idle that long. The peers, each written as its users write it:
       their reactor or from a plain thread, idle or with 8 pairs ping-ponging on the reactors
       (c/xwake.c: how long this machine takes to wake a sleeping thread, the floor for
       cancelling from another thread)
-  A8  timeout precision of async receives at 10 ms and 1 s, alone and 20 at once
+  A8  timeout precision of async receives at 10 ms and 1 s, alone and 20 at once (with
+      c/wakeup.c's C receive-then-ppoll at 10 ms beside it: this machine's floor for a lone
+      thread that sleeps 10 ms)
   A9  close() while a receive waits: how soon it throws .closed, and that no waiter ever
       reads from a descriptor number reused by a new socket
 
@@ -39,6 +41,7 @@ RESULTS.md) caps A4 at 10,000 connections: the load generator needs one per conn
 """
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -51,6 +54,7 @@ from benchlib import BENCH, BUILD, HERE, Failure, bars, med, rotate, server_pid,
 AEPOLL = os.path.join(BUILD, "aepoll")
 ALOAD = os.path.join(BUILD, "aload")
 XWAKE = os.path.join(BUILD, "xwake")
+WAKEUP = os.path.join(BUILD, "wakeup")
 GOECHO = os.path.join(BUILD, "aecho-go")
 AECHO_PY = os.path.join(HERE, "python", "aecho.py")
 
@@ -74,7 +78,8 @@ C = "C epoll"
 def build(smoke):
     """Compiles the C programs and the Go peer (installing Go from Debian if it is missing;
     without it, the Go rows are left out and the run says so)."""
-    for name, out, extra in (("aepoll.c", AEPOLL, []), ("aload.c", ALOAD, []), ("xwake.c", XWAKE, ["-pthread"])):
+    for name, out, extra in (("aepoll.c", AEPOLL, []), ("aload.c", ALOAD, []), ("xwake.c", XWAKE, ["-pthread"]),
+                             ("wakeup.c", WAKEUP, [])):
         subprocess.run(["gcc", "-O2", "-Wall", "-Wextra"] + extra + [os.path.join(HERE, "c", name), "-o", out], check=True)
     if not shutil.which("go"):
         install = ["apt-get", "install", "-y", "-q", "golang-go"]
@@ -189,12 +194,22 @@ class Series:
             for case in rotate(self.a8, r):
                 seconds, count, concurrent = case
                 self.add(("A8", case, OURS), bench_command(["async", "precision", str(seconds), str(count), str(concurrent)]))
+            if not self.smoke:
+                self.add(("A8", "C", C), self.wakeup())
         if "A9" in self.only:
             self.add(("A9", None, OURS), bench_command(["async", "close", str(self.a9)]))
 
     def xwake(self):
         out = subprocess.run([XWAKE, "2000"], capture_output=True, text=True, timeout=60, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def wakeup(self):
+        """c/wakeup.c's "recv, then ppoll" row: 500 lone 10 ms sleeps in C, lateness in µs."""
+        out = subprocess.run([WAKEUP], capture_output=True, text=True, timeout=120, check=True).stdout
+        m = re.search(r"recv, then ppoll\s+late: mean\s+([\d.]+)\s+p99\s+([\d.]+)\s+min\s+([\d.-]+)", out)
+        if not m:
+            raise Failure(f"wakeup: unexpected output {out[:200]!r}")
+        return {"mean_us": float(m.group(1)), "p99_us": float(m.group(2)), "min_us": float(m.group(3))}
 
     def bulk_c(self):
         return self.bulk([os.path.join(BUILD, "cbench"), "server", "bulk", "tuned"], [os.path.join(BUILD, "cbench"), "client", "bulk"])
@@ -380,6 +395,10 @@ class Series:
                     say(f"| {count} × receive at {seconds * 1000:g} ms{f', {concurrent} at once' if concurrent > 1 else ', alone'} | "
                         f"{med(runs, 'mean_us'):.0f} | {med(runs, 'p50_us'):.0f} | {med(runs, 'p99_us'):.0f} | "
                         f"{med(runs, 'max_us'):.0f} | {min(r['min_us'] for r in runs):.0f} |")
+            if "C" in a8:
+                runs = a8["C"]
+                say(f"| floor: C, 500 × recv then ppoll at 10 ms, alone (c/wakeup.c) | {med(runs, 'mean_us'):.0f} | | "
+                    f"{med(runs, 'p99_us'):.0f} | | {min(r['min_us'] for r in runs):.0f} |")
             say("\nmean, p50, p99 and max: median over the repetitions; min: the lowest of all of them.\n")
             for case in self.a8:
                 if case in a8 and case[0] == 0.01:
