@@ -179,30 +179,8 @@ func cancellationLatency(count: Int, load: Int, from: String) -> Never {
     guard from == "task" || from == "thread" else { fail("cancel: FROM is task or thread, got \(from)") }
     do {
         let (loadSockets, trips) = try startLoad(load)
-        let thrown = (0..<count).map { _ in Stamp() }
-        var tasks: [Task<Void, Never>] = []
-        var keep: [Socket] = []
-        let waiting = Counter()
         let home = try Reactor.next()
-        for i in 0..<count {
-            let (a, b) = try Socket.pair()
-            keep += [a, b]
-            let flag = thrown[i]
-            tasks.append(Task(executorPreference: from == "task" ? home : try Reactor.next()) {
-                waiting.value.add(1, ordering: .relaxed)
-                do {
-                    _ = try await a.receive(upTo: 64)
-                    fail("a receive completed with nothing sent")
-                } catch let error as SocketError {
-                    guard error.kind == .cancelled else { fail("\(error)") }
-                    flag.at.store(nanosecondsNow(), ordering: .releasing)
-                } catch {
-                    fail("\(error)")
-                }
-            })
-        }
-        waitFor("the waiters to start", seconds: 10) { waiting.value.load(ordering: .relaxed) == count }
-        usleep(50_000)  // every receive is in its wait by now (nothing can arrive)
+        let (tasks, thrown, sockets) = try startWaiters(count, expecting: .cancelled) { from == "task" ? home : try Reactor.next() }
         let tripsBefore = trips.value.load(ordering: .relaxed)
         let started = (0..<count).map { _ in Stamp() }
         if from == "thread" {
@@ -228,12 +206,44 @@ func cancellationLatency(count: Int, load: Int, from: String) -> Never {
             Duration.nanoseconds(thrown[i].at.load(ordering: .acquiring) - started[i].at.load(ordering: .relaxed))
         }
         let loadTrips = trips.value.load(ordering: .relaxed) - tripsBefore
-        for socket in keep + loadSockets { socket.close() }
+        for socket in sockets.flatMap({ [$0.0, $0.1] }) + loadSockets { socket.close() }
         report(latencyReport("", latencies) + [("load_round_trips", Double(loadTrips))])
         exit(0)
     } catch {
         fail("\(error)")
     }
+}
+
+/// COUNT tasks, each waiting in `receive` on a pair of its own (nothing is ever sent), on the
+/// reactor `reactor()` gives; each records in its stamp when its receive threw (`kind`
+/// expected). Returns once every receive is waiting.
+func startWaiters(
+    _ count: Int, expecting kind: SocketError.Kind, on reactor: () throws -> Reactor
+) throws -> ([Task<Void, Never>], [Stamp], [(Socket, Socket)]) {
+    let thrown = (0..<count).map { _ in Stamp() }
+    var tasks: [Task<Void, Never>] = []
+    var sockets: [(Socket, Socket)] = []
+    let waiting = Counter()
+    for i in 0..<count {
+        let (a, b) = try Socket.pair()
+        sockets.append((a, b))
+        let stamp = thrown[i]
+        tasks.append(Task(executorPreference: try reactor()) {
+            waiting.value.add(1, ordering: .relaxed)
+            do {
+                _ = try await a.receive(upTo: 64)
+                fail("a receive completed with nothing sent")
+            } catch let error as SocketError {
+                guard error.kind == kind else { fail("\(error)") }
+                stamp.at.store(nanosecondsNow(), ordering: .releasing)
+            } catch {
+                fail("\(error)")
+            }
+        })
+    }
+    waitFor("the waiters to start", seconds: 10) { waiting.value.load(ordering: .relaxed) == count }
+    usleep(50_000)  // every receive is in its wait by now (nothing can arrive)
+    return (tasks, thrown, sockets)
 }
 
 /// A8: COUNT async receives that time out after SECONDS, CONCURRENT at a time (each task on its
@@ -274,28 +284,7 @@ func asyncPrecision(seconds: Double, count: Int, concurrent: Int) -> Never {
 /// would have taken it.
 func closeWhileWaiting(count: Int) -> Never {
     do {
-        let thrown = (0..<count).map { _ in Stamp() }
-        var sockets: [(Socket, Socket)] = []
-        let waiting = Counter()
-        for i in 0..<count {
-            let (a, b) = try Socket.pair()
-            sockets.append((a, b))
-            let flag = thrown[i]
-            Task(executorPreference: try Reactor.next()) {
-                waiting.value.add(1, ordering: .relaxed)
-                do {
-                    _ = try await a.receive(upTo: 64)
-                    fail("a receive completed with nothing sent")
-                } catch let error as SocketError {
-                    guard error.kind == .closed else { fail("\(error)") }
-                    flag.at.store(nanosecondsNow(), ordering: .releasing)
-                } catch {
-                    fail("\(error)")
-                }
-            }
-        }
-        waitFor("the waiters to start", seconds: 10) { waiting.value.load(ordering: .relaxed) == count }
-        usleep(50_000)
+        let (_, thrown, sockets) = try startWaiters(count, expecting: .closed) { try Reactor.next() }
         var latencies: [Duration] = []
         var fresh: [(Socket, Socket)] = []
         var reused = 0

@@ -45,9 +45,12 @@ struct AsyncServeTests {
         let server = Task { try await listener.serve(connectionTimeout: try .after(.milliseconds(300)), handler: echo.handler) }
         let client = try Socket(.ipv4)
         try await client.connect(to: address, deadline: .now + .seconds(5))
+        // The server's idle wait starts once it has echoed, which is after this instant but may
+        // be before the client has read the echo (under a sanitizer, milliseconds before): the
+        // lower bound is taken from here, so that it can never be later than the server's start.
+        let idleFrom = ContinuousClock.now
         try await client.sendAll(Array("ping".utf8))
         #expect(try await client.receive(exactly: 4, deadline: .now + .seconds(5)) == Array("ping".utf8))
-        let idleFrom = ContinuousClock.now
         #expect(try await client.receive(upTo: 10, deadline: .now + .seconds(10)).isEmpty)  // closed by the server
         expectTiming(ContinuousClock.now - idleFrom, atLeast: .milliseconds(300))
         #expect(echo.endings == [.timedOut])
