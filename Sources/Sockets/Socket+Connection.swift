@@ -4,6 +4,11 @@ extension Socket {
     /// Binds the socket to a local address (`bind(2)`). Port 0 asks the OS for a free
     /// port; read it back with ``localAddress``. Does not block.
     ///
+    /// A Unix socket bound to a path creates a socket file there; once the socket has
+    /// listened, closing it removes that file (see ``removesSocketFileOnClose``). A file left
+    /// by a listener that died fails the bind with `.addressInUse`: see
+    /// ``bind(to:removingStaleSocketFile:)``.
+    ///
     /// - Throws: ``SocketError`` — `.addressInUse`, `.addressNotAvailable` (not a local
     ///   address), `.permissionDenied` (a privileged port), `.invalidArgument` (an address
     ///   of another family, or the socket is already bound), `.closed`.
@@ -16,6 +21,64 @@ extension Socket {
                 throw errorOrClosed(.bind, error, address: address)
             }
         }
+        if case .unix(let path) = address, !path.isEmpty {
+            state.withLock { $0.boundPath = path }
+        }
+    }
+
+    /// Binds a Unix socket to `address`, first removing a socket file there that nobody
+    /// serves — what a listener that crashed, or was killed, leaves behind — when
+    /// `removingStaleSocketFile` is true. A file that a live socket serves is never
+    /// removed: the bind then fails with `.addressInUse`, as does one that is not a socket.
+    ///
+    /// Whether anybody serves the file is asked the only way the kernel answers: a
+    /// connection attempt to it (non-blocking, the same socket type as this one). Refused
+    /// means nobody; accepted, or a full listen queue, means a live listener. For IP
+    /// addresses this is ``bind(to:)``.
+    ///
+    /// - Throws: ``SocketError`` — as ``bind(to:)``; `.addressInUse` with a detail saying
+    ///   why the file was kept.
+    public func bind(to address: SocketAddress, removingStaleSocketFile: Bool) throws(SocketError) {
+        do throws(SocketError) {
+            try bind(to: address)
+        } catch {
+            guard removingStaleSocketFile, error.kind == .addressInUse, case .unix(let path) = address, !path.isEmpty else {
+                throw error
+            }
+            guard let identity = Sys.socketFileIdentity(path) else {
+                throw error.with(detail: "the file there is not a socket, so it was not removed")
+            }
+            guard try !Socket.isServed(address, type: type) else {
+                throw error.with(detail: "a live socket serves it, so it was not removed")
+            }
+            Sys.removeSocketFile(path, ifStill: identity)
+            try bind(to: address)
+        }
+    }
+
+    /// Whether a socket serves the Unix path `address`: a non-blocking connection attempt
+    /// that is not refused.
+    private static func isServed(_ address: SocketAddress, type: SocketType) throws(SocketError) -> Bool {
+        let probe = try Socket(.unix, type)
+        defer { probe.close() }
+        probe.timeout = .nonBlocking
+        do throws(SocketError) {
+            try probe.connect(to: address)
+            return true
+        } catch {
+            // Refused: nobody; gone meanwhile: nobody either (the bind will tell).
+            if error.kind == .connectionRefused || error.errno == .noSuchFileOrDirectory { return false }
+            return true  // a full queue (would block), or anything else: treat as alive
+        }
+    }
+
+    /// Whether closing this socket removes the socket file it made by binding to a Unix
+    /// path and listening (true unless set otherwise, as Go's Unix listeners do). Only if
+    /// the path still names that file: one made there since, by anyone, is left alone.
+    /// Sockets accepted from the listener, and sockets that never listened, remove nothing.
+    public var removesSocketFileOnClose: Bool {
+        get { state.withLock { $0.removesSocketFile } }
+        set { state.withLock { $0.removesSocketFile = newValue } }
     }
 
     /// Starts accepting connections (`listen(2)`). Does not block.
@@ -33,6 +96,12 @@ extension Socket {
         try withDescriptor(.listen, address: nil) { fd throws(SocketError) in
             do throws(Errno) {
                 try Sys.listen(fd, backlog: CInt(backlog))
+                // The socket file bind made is this listener's to remove when it closes.
+                state.withLock { s in
+                    if let path = s.boundPath, s.socketFile == nil, let identity = Sys.socketFileIdentity(path) {
+                        s.socketFile = SocketFile(path: path, identity: identity)
+                    }
+                }
             } catch {
                 var detail: String?
                 if error == .invalidArgument && family == .unix {

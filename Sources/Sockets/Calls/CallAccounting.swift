@@ -41,6 +41,12 @@ extension Socket {
         var registration: Registration?
         /// Async calls begun so far: each one's number identifies its waiter to cancellation.
         var asyncCalls: UInt64 = 0
+        /// The path this Unix socket was bound to by ``Socket/bind(to:)``.
+        var boundPath: String?
+        /// The socket file this Unix listener made (set by ``Socket/listen(backlog:)``),
+        /// removed when the socket is released if ``Socket/removesSocketFileOnClose``.
+        var socketFile: SocketFile?
+        var removesSocketFile = true
 
         init(timeout: SocketTimeout, mode: DescriptorMode, peer: SocketAddress?) {
             (self.timeout, self.mode, self.peer) = (timeout, mode, peer)
@@ -55,13 +61,21 @@ extension Socket {
             return held
         }
 
-        var held: Held { Held(waker: waker, registration: registration) }
+        var held: Held { Held(waker: waker, registration: registration, socketFile: removesSocketFile ? socketFile : nil) }
     }
 
     /// What releasing a socket closes or forgets besides its descriptor.
     struct Held {
         let waker: Sys.Waker?
         let registration: Registration?
+        /// A Unix listener's socket file, to remove (if it is still the same file).
+        let socketFile: SocketFile?
+    }
+
+    /// The socket file a Unix listener made: its path and identity.
+    struct SocketFile {
+        let path: String
+        let identity: (device: UInt64, inode: UInt64)
     }
 
     /// Marks the socket closing and wakes every call in flight (see the comment at the top).
@@ -113,6 +127,8 @@ extension Socket {
     func releaseDescriptors(_ held: Held) {
         if let registration = held.registration { registration.reactor.deregister(registration, shared: shared) }
         if let waker = held.waker { Sys.close(waker) }
+        // Only if the path still names the file this listener made: another's is left alone.
+        if let file = held.socketFile { Sys.removeSocketFile(file.path, ifStill: file.identity) }
         // A lingering close(2) blocks until the unsent data is out or the time is up: never
         // on a reactor's thread, where it would stall every socket the reactor serves. The
         // option is read, not remembered: Linux copies it from a listener to the sockets it

@@ -216,6 +216,23 @@ enum Sys {
     static let shutWrite = CInt(SHUT_WR)
     static let shutBoth = CInt(SHUT_RDWR)
 
+    // MARK: socket files
+
+    /// The device and inode of the socket file at `path`, or nil if there is none (or it
+    /// is not a socket).
+    static func socketFileIdentity(_ path: String) -> (device: UInt64, inode: UInt64)? {
+        var info = stat()
+        guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK else { return nil }
+        return (UInt64(info.st_dev), UInt64(info.st_ino))
+    }
+
+    /// Removes the socket file at `path` if it is still the one identified (a file made
+    /// since by someone else is left alone). Best effort: there is no one to report to.
+    static func removeSocketFile(_ path: String, ifStill identity: (device: UInt64, inode: UInt64)) {
+        guard let now = socketFileIdentity(path), now == identity else { return }
+        _ = unlink(path)
+    }
+
     // MARK: naming and connecting
 
     @inline(never)
