@@ -194,7 +194,22 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
     /// Extra words for a person: what was invalid, which name failed to resolve, ...
     public var detail: String? { fields.detail }
 
-    init(
+    /// Makes an error in the library's vocabulary: for code that wraps sockets and reports
+    /// its own failures with the same type, so that a `throws(SocketError)` helper can throw
+    /// them.
+    /// ```swift
+    /// func readHeader(from connection: Socket) throws(SocketError) -> [UInt8] {
+    ///     let bytes = try connection.receive(upTo: 512)
+    ///     guard bytes.starts(with: Array("HTTP/1.1".utf8)) else {
+    ///         throw SocketError(.invalidArgument, .receive, address: try? connection.peerAddress,
+    ///                           detail: "not an HTTP/1.1 response")
+    ///     }
+    ///     return bytes
+    /// }
+    /// ```
+    /// The message is built as for the library's own errors:
+    /// `receive from 127.0.0.1:8080 failed: invalid argument: not an HTTP/1.1 response`.
+    public init(
         _ kind: Kind, _ operation: Operation, address: SocketAddress? = nil, errno: Errno? = nil,
         timeout: Duration? = nil, bytesTransferred: Int? = nil, detail: String? = nil
     ) {
