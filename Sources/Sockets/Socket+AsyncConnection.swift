@@ -109,6 +109,22 @@ extension Socket {
         if isClosed { throw SocketError(.closed, .connect, address: address) }
     }
 
+    /// Connects a new socket to `address`; the async form of
+    /// ``connect(to:type:timeout:deadline:)-(SocketAddress,_,_,_)``, with the same rules.
+    ///
+    /// - Throws: ``SocketError`` — as the blocking form, and `.cancelled`; the socket is closed.
+    public nonisolated(nonsending) static func connect(
+        to address: SocketAddress, type: SocketType = .stream, timeout: SocketTimeout = Socket.defaultTimeout,
+        deadline: ContinuousClock.Instant? = nil
+    ) async throws(SocketError) -> Socket {
+        let overall = try dialDeadline("\(address)", timeout: timeout, deadline: deadline, start: .now)
+        let socket = try Socket(address.family, type)  // closes itself if connect throws
+        socket.timeout = .never  // the overall deadline bounds the wait
+        try await socket.connect(to: address, deadline: overall)
+        socket.timeout = timeout
+        return socket
+    }
+
     /// Resolves `hostPort` and connects a new stream socket to the first of its addresses
     /// that accepts; the async form of ``connect(to:timeout:deadline:)``, with the same
     /// rules: `timeout` bounds the whole call, resolution included, and becomes the socket's

@@ -114,6 +114,36 @@ extension Socket {
         }
     }
 
+    /// A new stream socket listening on `address`, in one call: `Socket(address.family)`,
+    /// `SO_REUSEADDR` for an IP address (so a restarted server can bind at once, the
+    /// convention of Go's and Python's servers), ``bind(to:)`` and ``listen(backlog:)``.
+    /// Port 0 takes a free port: read it from ``localAddress``. Does not block.
+    ///
+    /// - Throws: ``SocketError`` — `.addressInUse`, `.addressNotAvailable`,
+    ///   `.permissionDenied`, `.invalidArgument`; the socket is closed.
+    public static func listen(on address: SocketAddress, backlog: Int = 128) throws(SocketError) -> Socket {
+        let socket = try Socket(address.family)
+        do throws(SocketError) {
+            if address.family != .unix { try socket.setOption(.reuseAddress, true) }
+            try socket.bind(to: address)
+            try socket.listen(backlog: backlog)
+            return socket
+        } catch {
+            socket.close()
+            throw error
+        }
+    }
+
+    /// A new stream socket listening on `address` — `"127.0.0.1:0"`, `"[::1]:8080"`, a Unix
+    /// path — parsed without any lookup (see ``SocketAddress/init(_:)``); see
+    /// ``listen(on:backlog:)-(SocketAddress,_)``.
+    ///
+    /// - Throws: ``SocketError`` — `.invalidArgument` for an address that does not parse,
+    ///   and the errors of ``listen(on:backlog:)-(SocketAddress,_)``.
+    public static func listen(on address: String, backlog: Int = 128) throws(SocketError) -> Socket {
+        try listen(on: SocketAddress(address), backlog: backlog)
+    }
+
     /// Accepts a connection (`accept4(2)` with `SOCK_CLOEXEC`).
     ///
     /// Blocks until a connection arrives, for at most the socket's ``timeout``, and not

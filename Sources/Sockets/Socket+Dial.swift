@@ -44,6 +44,29 @@ extension Socket {
         throw dialFailure(firstError, hostPort: hostPort, addressCount: addresses.count)
     }
 
+    /// Connects a new socket to `address`: the one-call form of `Socket(address.family, type)`
+    /// and ``connect(to:deadline:)``, with the rules of ``connect(to:timeout:deadline:)-(String,_,_)``:
+    /// `timeout` bounds the connect and becomes the returned socket's ``timeout``;
+    /// `deadline` can shorten the connect further.
+    ///
+    /// With `type: .datagram` the socket is a connected datagram socket (UDP, or a Unix
+    /// datagram socket): its ``send(_:deadline:)`` goes to `address` and it receives only
+    /// from there; connecting one never waits.
+    ///
+    /// - Throws: ``SocketError`` — `.connectionRefused`, `.timedOut`, `.unreachable`,
+    ///   `.invalidArgument` (a non-blocking timeout), ...; the socket is closed.
+    public static func connect(
+        to address: SocketAddress, type: SocketType = .stream, timeout: SocketTimeout = Socket.defaultTimeout,
+        deadline: ContinuousClock.Instant? = nil
+    ) throws(SocketError) -> Socket {
+        let overall = try dialDeadline("\(address)", timeout: timeout, deadline: deadline, start: .now)
+        let socket = try Socket(address.family, type)  // closes itself if connect throws
+        socket.timeout = .never  // the overall deadline bounds the wait
+        try socket.connect(to: address, deadline: overall)
+        socket.timeout = timeout
+        return socket
+    }
+
     /// The whole call's deadline: the earlier of `deadline` and `start + timeout`.
     ///
     /// - Throws: `.invalidArgument` for a non-blocking timeout.
