@@ -58,6 +58,9 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
         public static let cancelled = Kind("cancelled")
         /// The peer ended the stream before the expected number of bytes arrived.
         public static let endOfStream = Kind("end of stream")
+        /// A line or record did not end within the limit the reader was given
+        /// (``BufferedReader/maxLineLength``); the detail says the limit.
+        public static let tooLong = Kind("too long")
         /// The address is already bound (`EADDRINUSE`).
         public static let addressInUse = Kind("address in use")
         /// The address is not local to this machine (`EADDRNOTAVAIL`).
