@@ -96,12 +96,12 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
             ("send", "to"),
             ("sendAll", "to"),
             ("receive", "from"),
-            ("sendTo", "to"),
-            ("receiveFrom", "on"),
+            ("send", "to"),  // send(_:to:): messages use the public names
+            ("receive", "on"),  // receive(from:), receiveDatagram
             ("shutdown", "of"),
             ("setOption", "on"),
             ("getOption", "on"),
-            ("getsockname/getpeername", "of"),
+            ("address lookup", "of"),  // localAddress, peerAddress
             ("resolve", "of"),
             ("parse", "of"),
             ("set timeout", "on"),
@@ -128,9 +128,9 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
         public static let sendAll = Operation(6)
         /// The `receive` step.
         public static let receive = Operation(7)
-        /// The `sendTo` step.
+        /// `send(_:to:)`; named `send` in messages.
         public static let sendTo = Operation(8)
-        /// The `receiveFrom` step.
+        /// `receive(from:)` and `receiveDatagram`; named `receive` in messages.
         public static let receiveFrom = Operation(9)
         /// The `shutdown` step.
         public static let shutdown = Operation(10)
@@ -138,7 +138,8 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
         public static let setOption = Operation(11)
         /// The `getOption` step.
         public static let getOption = Operation(12)
-        /// The `getsockname/getpeername` step.
+        /// ``Socket/localAddress`` and ``Socket/peerAddress`` (`getsockname(2)`,
+        /// `getpeername(2)`); named `address lookup` in messages.
         public static let address = Operation(13)
         /// The `resolve` step.
         public static let resolve = Operation(14)
