@@ -22,6 +22,15 @@ private final class AttemptCounter: Sendable {
 
 private func fdOf(_ socket: Socket) -> CInt { socket.fd }
 
+/// The seam's attempts of `call` on `fd` while `body` runs, and the process's CPU time meanwhile.
+private func attempts(of call: Seam.Syscall, on fd: CInt, during body: () async -> Void) async -> (Int, Duration) {
+    let counter = AttemptCounter(call, fd: fd)
+    defer { counter.stop() }
+    let before = processCPUTime()
+    await body()
+    return (counter.count.load(ordering: .relaxed), processCPUTime() - before)
+}
+
 @Suite("async: final states, the timer sweep, inherited linger (second review)", .serialized)
 struct ReviewFTests {
     /// A connected UDP socket that got an ICMP port-unreachable: EPOLLERR sets readClosed for
@@ -47,12 +56,9 @@ struct ReviewFTests {
         // The error is reported once (connectionRefused) ...
         await expectAsyncFailure(.connectionRefused) { _ = try await socket.receiveDatagram(upTo: 16, deadline: .now + .seconds(2)) }
         // ... and then a receive with nothing to read must wait, not spin.
-        let counter = AttemptCounter(.recvFrom, fd: fdOf(socket))
-        defer { counter.stop() }
-        let before = processCPUTime()
-        await expectAsyncFailure(.timedOut) { _ = try await socket.receiveDatagram(upTo: 16, deadline: .now + .milliseconds(300)) }
-        let used = processCPUTime() - before
-        let attempts = counter.count.load(ordering: .relaxed)
+        let (attempts, used) = await attempts(of: .recvFrom, on: fdOf(socket)) {
+            await expectAsyncFailure(.timedOut) { _ = try await socket.receiveDatagram(upTo: 16, deadline: .now + .milliseconds(300)) }
+        }
         #expect(attempts < 10, "\(attempts) recvfrom attempts in a 300 ms receive; \(used) of CPU")
     }
 
@@ -72,12 +78,9 @@ struct ReviewFTests {
         _ = try? await listener.accept(deadline: .now + .milliseconds(20))
         try listener.shutdown(.both)
         try await Task.sleep(for: .milliseconds(20))
-        let counter = AttemptCounter(.accept, fd: fdOf(listener))
-        defer { counter.stop() }
-        let before = processCPUTime()
-        do { _ = try await listener.accept(deadline: .now + .milliseconds(300)) } catch {}
-        let used = processCPUTime() - before
-        let attempts = counter.count.load(ordering: .relaxed)
+        let (attempts, used) = await attempts(of: .accept, on: fdOf(listener)) {
+            do { _ = try await listener.accept(deadline: .now + .milliseconds(300)) } catch {}
+        }
         #expect(attempts < 10, "\(attempts) accept attempts in a 300 ms accept; \(used) of CPU")
     }
 
