@@ -62,7 +62,7 @@ extension SocketAddress {
         host: String, port: UInt16, type: SocketType, deadline: ContinuousClock.Instant
     ) throws(SocketError) -> Result<[SocketAddress], Sys.ResolveFailure> {
         guard deadline > .now else {
-            throw SocketError(.timedOut, .resolve, timeout: .zero, detail: "'\(host)'")
+            throw SocketError(timedOut: .resolve, after: .zero, .deadline).with(detail: "'\(host)'")
         }
         let started = ContinuousClock.now
         guard let (waiter, job) = try startLookUp(host: host, port: port, type: type) else {
@@ -71,7 +71,7 @@ extension SocketAddress {
         do {
             _ = try waiter.receive(upTo: 1, deadline: deadline)
         } catch where error.kind == .timedOut {
-            throw SocketError(.timedOut, .resolve, timeout: deadline - started, detail: "'\(host)'")
+            throw SocketError(timedOut: .resolve, after: deadline - started, .deadline).with(detail: "'\(host)'")
         }
         return job.result ?? .failure(Sys.ResolveFailure(message: "no answer", errno: nil))
     }
@@ -118,7 +118,7 @@ extension SocketAddress {
         let (host, port) = try HostPort.split(hostPort)
         if let numeric = try numericOrName(host: host, port: port) { return [numeric] }
         if let deadline, deadline <= .now {
-            throw SocketError(.timedOut, .resolve, timeout: .zero, detail: "'\(host)'")
+            throw SocketError(timedOut: .resolve, after: .zero, .deadline).with(detail: "'\(host)'")
         }
         if Task.isCancelled { throw SocketError(.cancelled, .resolve, detail: "'\(host)'") }
         let started = ContinuousClock.now
@@ -129,7 +129,7 @@ extension SocketAddress {
         do {
             _ = try await waiter.receive(upTo: 1, deadline: deadline)
         } catch where error.kind == .timedOut {
-            throw SocketError(.timedOut, .resolve, timeout: deadline.map { $0 - started }, detail: "'\(host)'")
+            throw SocketError(timedOut: .resolve, after: deadline.map { $0 - started }, .deadline).with(detail: "'\(host)'")
         } catch {
             throw SocketError(error.kind, .resolve, detail: "'\(host)'")
         }

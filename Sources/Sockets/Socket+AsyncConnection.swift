@@ -117,10 +117,15 @@ extension Socket {
         to address: SocketAddress, type: SocketType = .stream, timeout: SocketTimeout = Socket.defaultTimeout,
         deadline: ContinuousClock.Instant? = nil
     ) async throws(SocketError) -> Socket {
-        let overall = try dialDeadline("\(address)", timeout: timeout, deadline: deadline, start: .now)
+        let start = ContinuousClock.now
+        let overall = try dialDeadline("\(address)", timeout: timeout, deadline: deadline, start: start)
         let socket = try Socket(address.family, type)  // closes itself if connect throws
         socket.timeout = .never  // the overall deadline bounds the wait
-        try await socket.connect(to: address, deadline: overall)
+        do throws(SocketError) {
+            try await socket.connect(to: address, deadline: overall)
+        } catch {
+            throw asTheCallerSees(error, timeout: timeout, deadline: deadline, start: start)
+        }
         socket.timeout = timeout
         return socket
     }
@@ -143,7 +148,7 @@ extension Socket {
         do throws(SocketError) {
             addresses = try await SocketAddress.resolve(hostPort, deadline: overall)
         } catch {
-            throw resolveFailure(error, overall: overall, start: start)
+            throw asTheCallerSees(error, timeout: timeout, deadline: deadline, start: start)
         }
         var firstError: SocketError?
         for (index, address) in addresses.enumerated() {
@@ -157,7 +162,7 @@ extension Socket {
                 return socket
             } catch {
                 if error.kind == .cancelled { throw error }
-                firstError = firstError ?? attemptFailure(error, address: address, overall: overall, start: start)
+                firstError = firstError ?? asTheCallerSees(error, timeout: timeout, deadline: deadline, start: start)
                 if error.kind == .timedOut && attemptDeadline == overall { break }
             }
         }

@@ -25,7 +25,7 @@ extension Socket {
         do {
             addresses = try SocketAddress.resolve(hostPort, deadline: overall)
         } catch {
-            throw resolveFailure(error, overall: overall, start: start)
+            throw asTheCallerSees(error, timeout: timeout, deadline: deadline, start: start)
         }
         var firstError: SocketError?
         for (index, address) in addresses.enumerated() {
@@ -37,7 +37,7 @@ extension Socket {
                 socket.timeout = timeout
                 return socket
             } catch {
-                firstError = firstError ?? attemptFailure(error, address: address, overall: overall, start: start)
+                firstError = firstError ?? asTheCallerSees(error, timeout: timeout, deadline: deadline, start: start)
                 if error.kind == .timedOut && attemptDeadline == overall { break }
             }
         }
@@ -59,10 +59,15 @@ extension Socket {
         to address: SocketAddress, type: SocketType = .stream, timeout: SocketTimeout = Socket.defaultTimeout,
         deadline: ContinuousClock.Instant? = nil
     ) throws(SocketError) -> Socket {
-        let overall = try dialDeadline("\(address)", timeout: timeout, deadline: deadline, start: .now)
+        let start = ContinuousClock.now
+        let overall = try dialDeadline("\(address)", timeout: timeout, deadline: deadline, start: start)
         let socket = try Socket(address.family, type)  // closes itself if connect throws
         socket.timeout = .never  // the overall deadline bounds the wait
-        try socket.connect(to: address, deadline: overall)
+        do throws(SocketError) {
+            try socket.connect(to: address, deadline: overall)
+        } catch {
+            throw asTheCallerSees(error, timeout: timeout, deadline: deadline, start: start)
+        }
         socket.timeout = timeout
         return socket
     }
@@ -81,20 +86,17 @@ extension Socket {
         return min(deadline ?? start + d, start + d)
     }
 
-    /// A resolution error as the caller sees it: a timeout against the caller's allowance,
-    /// not the resolver's share of it.
-    static func resolveFailure(_ error: SocketError, overall: ContinuousClock.Instant?, start: ContinuousClock.Instant) -> SocketError {
-        guard error.kind == .timedOut && error.timeout != .zero else { return error }
-        return SocketError(.timedOut, .resolve, timeout: overall.map { $0 - start }, detail: error.detail)
-    }
-
-    /// One address's failure as the caller sees it: a timeout against the caller's allowance,
-    /// not this attempt's share.
-    static func attemptFailure(
-        _ error: SocketError, address: SocketAddress, overall: ContinuousClock.Instant?, start: ContinuousClock.Instant
+    /// A timeout as the caller sees it: against the limit the caller gave — `timeout`
+    /// ("timed out after 5s") or `deadline` ("the deadline passed") — not the share of it
+    /// that resolution or one attempt had.
+    static func asTheCallerSees(
+        _ error: SocketError, timeout: SocketTimeout, deadline: ContinuousClock.Instant?, start: ContinuousClock.Instant
     ) -> SocketError {
         guard error.kind == .timedOut && error.timeout != .zero else { return error }
-        return SocketError(.timedOut, .connect, address: address, timeout: overall.map { $0 - start })
+        let byTimeout = timeout.duration.map { d in deadline.map { start + d <= $0 } ?? true } ?? false
+        let allowed = byTimeout ? timeout.duration : deadline.map { $0 - start }
+        let seen = SocketError(timedOut: error.operation, after: allowed, byTimeout ? .timeout : .deadline, address: error.address)
+        return error.detail.map { seen.with(detail: $0) } ?? seen
     }
 
     /// The error of a dial in which no address accepted: the first address's.

@@ -193,15 +193,19 @@ extension Socket {
             filled = 0
             do throws(SocketError) {
                 try withCall(.receive, address: nil, deadlineLeft: left, .receive) { call throws(SocketError) in
-                    while filled < count {
-                        let rest = UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(storage)[filled...])
-                        let n = try perform(&call) { mayWait, _ throws(Errno) in
-                            try Attempt.run(mayWait: mayWait) { Sys.recv(fd, rest, mayWait: mayWait) }
+                    do throws(SocketError) {
+                        while filled < count {
+                            let rest = UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(storage)[filled...])
+                            let n = try perform(&call) { mayWait, _ throws(Errno) in
+                                try Attempt.run(mayWait: mayWait) { Sys.recv(fd, rest, mayWait: mayWait) }
+                            }
+                            if n == 0 {
+                                throw SocketError(isClosed ? .closed : .endOfStream, .receive, address: peerAddressForMessages(fd))
+                            }
+                            filled += n
                         }
-                        if n == 0 {
-                            throw SocketError(isClosed ? .closed : .endOfStream, .receive, address: peerAddressForMessages(fd))
-                        }
-                        filled += n
+                    } catch {
+                        throw addressed(error)  // while the call still holds the descriptor
                     }
                 }
             } catch {

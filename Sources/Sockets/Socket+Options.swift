@@ -186,10 +186,3 @@ extension Socket {
         }
     }
 }
-
-extension SocketError {
-    func with(detail: String) -> SocketError {
-        SocketError(kind, operation, address: address, errno: errno, timeout: timeout,
-                    bytesTransferred: bytesTransferred, detail: self.detail.map { "\(detail): \($0)" } ?? detail)
-    }
-}

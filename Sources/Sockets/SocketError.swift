@@ -163,9 +163,10 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
         let timeout: Duration?
         let bytesTransferred: Int?
         let detail: String?
+        let cause: TimeoutCause?
 
         init(_ kind: Kind, _ operation: Operation, _ address: SocketAddress?, _ errno: Errno?,
-             _ timeout: Duration?, _ bytesTransferred: Int?, _ detail: String?) {
+             _ timeout: Duration?, _ bytesTransferred: Int?, _ detail: String?, _ cause: TimeoutCause?) {
             self.kind = kind
             self.operation = operation
             self.address = address
@@ -173,7 +174,19 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
             self.timeout = timeout
             self.bytesTransferred = bytesTransferred
             self.detail = detail
+            self.cause = cause
         }
+    }
+
+    /// Which of the user's limits ended a timed-out call: it decides the message, which
+    /// names the limit the user gave rather than the share of it the call had left.
+    enum TimeoutCause {
+        /// The socket's ``Socket/timeout`` (or a `timeout:` argument): "timed out after 2s".
+        case timeout
+        /// The call's `deadline:`: "the deadline passed".
+        case deadline
+        /// The socket's receive or send deadline (``Socket/setReceiveDeadline(_:)``).
+        case socketDeadline(WaitDirection)
     }
 
     private let fields: Fields
@@ -189,8 +202,11 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
     /// ``Kind/endOfStream`` and most ``Kind/invalidArgument`` errors.
     public var errno: Errno? { fields.errno }
     /// For ``Kind/timedOut``: how long the operation was allowed (from its start to the
-    /// earlier of the socket's timeout and the caller's deadline). Zero when the deadline
-    /// had already passed when the call began.
+    /// earliest of the socket's timeout, the caller's deadline and the socket's deadline).
+    /// Zero when a deadline had already passed when the call began. The message names the
+    /// limit that ended the call: `timed out after 2s` for a timeout, `the deadline passed`
+    /// for a `deadline:`, `the socket's receive deadline passed` for
+    /// ``Socket/setReceiveDeadline(_:)``.
     public var timeout: Duration? { fields.timeout }
     /// For `sendAll` and `receive(exactly:)`: how many bytes had been transferred before
     /// the failure.
@@ -217,7 +233,16 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
         _ kind: Kind, _ operation: Operation, address: SocketAddress? = nil, errno: Errno? = nil,
         timeout: Duration? = nil, bytesTransferred: Int? = nil, detail: String? = nil
     ) {
-        fields = Fields(kind, operation, address, errno, timeout, bytesTransferred, detail)
+        fields = Fields(kind, operation, address, errno, timeout, bytesTransferred, detail, nil)
+    }
+
+    /// A timeout, with the limit that ended it.
+    init(timedOut operation: Operation, after timeout: Duration?, _ cause: TimeoutCause, address: SocketAddress? = nil) {
+        fields = Fields(.timedOut, operation, address, nil, timeout, nil, nil, cause)
+    }
+
+    private init(copying f: Fields, address: SocketAddress?, bytesTransferred: Int?, detail: String?) {
+        fields = Fields(f.kind, f.operation, address, f.errno, f.timeout, bytesTransferred, detail, f.cause)
     }
 
     /// An error from a system call, classified by its errno.
@@ -227,15 +252,19 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
 
     /// The same error with the number of bytes transferred before it.
     func transferred(_ count: Int) -> SocketError {
-        SocketError(kind, operation, address: address, errno: errno, timeout: timeout,
-                    bytesTransferred: count, detail: detail)
+        SocketError(copying: fields, address: address, bytesTransferred: count, detail: detail)
+    }
+
+    /// The same error with `detail` put before any it had.
+    func with(detail: String) -> SocketError {
+        SocketError(copying: fields, address: address, bytesTransferred: bytesTransferred,
+                    detail: self.detail.map { "\(detail): \($0)" } ?? detail)
     }
 
     /// The same error with an address filled in where it had none.
     func at(_ address: SocketAddress?) -> SocketError {
         guard self.address == nil, let address else { return self }
-        return SocketError(kind, operation, address: address, errno: errno, timeout: timeout,
-                           bytesTransferred: bytesTransferred, detail: detail)
+        return SocketError(copying: fields, address: address, bytesTransferred: bytesTransferred, detail: detail)
     }
 
     public var description: String {
@@ -243,10 +272,18 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
         if let address { text += " \(operation.preposition) \(address)" }
         switch kind {
         case .timedOut:
-            if let timeout, timeout > .zero {
-                text += " timed out after \(formatDuration(timeout))"
-            } else {
-                text += " timed out: the deadline had already passed"
+            let passed = timeout == .zero ? "had already passed" : "passed"
+            switch fields.cause {
+            case .deadline?:
+                text += " timed out: the deadline \(passed)"
+            case .socketDeadline(let direction)?:
+                text += " timed out: the socket's \(direction == .receive ? "receive" : "send") deadline \(passed)"
+            case .timeout?, nil:
+                if let timeout, timeout > .zero {
+                    text += " timed out after \(formatDuration(timeout))"
+                } else {
+                    text += " timed out: the deadline had already passed"
+                }
             }
         case .closed:
             text += " failed: the socket was closed"

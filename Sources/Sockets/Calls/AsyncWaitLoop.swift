@@ -40,6 +40,7 @@ extension Socket {
             return try state.withLock { s throws(SocketError) -> AsyncCall in
                 if s.closing { throw SocketError(.closed, operation) }
                 let budget = try WaitBudget(s.timeout, deadlineLeft: deadlineLeft, operation)
+                _ = try socketDeadline(s, budget)  // one already past fails here; the reactor keeps it
                 let registration: Registration
                 if let existing = s.registration { registration = existing } else { registration = try register(&s, operation) }
                 if operation == .connect { s.peer = address }
@@ -48,7 +49,9 @@ extension Socket {
                 return AsyncCall(budget: budget, registration: registration, id: s.asyncCalls)
             }
         } catch {
-            throw error.at(address)
+            // A connected socket's peer, as every later error names it (no system call:
+            // the descriptor may already be released).
+            throw error.at(address ?? state.withLock { $0.peer })
         }
     }
 
@@ -64,6 +67,9 @@ extension Socket {
             let registration = try reactor.register(fd)
             s.mode.nonblockingHolders += 1  // the reactor's hold, for the socket's life
             s.registration = registration
+            var none: [Resumption] = []  // nobody waits on a new registration
+            if s.deadlines.receiveUsed { reactor.setSocketDeadline(registration, .receive, s.deadlines.receive, waking: &none) }
+            if s.deadlines.sendUsed { reactor.setSocketDeadline(registration, .send, s.deadlines.send, waking: &none) }
             return registration
         } catch {
             throw SocketError(operation, errno: error, detail: "could not register the socket with a reactor")
@@ -115,8 +121,9 @@ extension Socket {
     }
 
     /// Parks the call on its reactor until `direction` may be ready (an event since
-    /// `observed` was read, or a bit of `readyMask` set), its pace or its budget's instant comes, its task is cancelled
-    /// or the socket closed. Returns `.ready` or `.timer` (a paced retry) for the caller to
+    /// `observed` was read, or a bit of `readyMask` set), its pace, its budget's instant or
+    /// the socket's deadline comes (or that deadline changes), its task is cancelled or the
+    /// socket closed. Returns `.ready` or `.timer` (a paced retry) for the caller to
     /// try again.
     ///
     /// - Throws: `.timedOut` when the instant has passed (by the clock, read after every
@@ -141,9 +148,11 @@ extension Socket {
         }
         let registration = call.registration
         let id = call.id
+        let governed = call.budget.socketDeadlineDirection != nil
         let wake = await withTaskCancellationHandler {
             await suspendForWake { continuation in
-                registration.reactor.park(registration, direction, Waiter(id: id, continuation: continuation, deadline: deadline),
+                let waiter = Waiter(id: id, continuation: continuation, deadline: deadline, governed: governed)
+                registration.reactor.park(registration, direction, waiter,
                                           observed: observed, readyMask: pacing ? 0 : readyMask)
             }
         } onCancel: {
@@ -153,7 +162,10 @@ extension Socket {
         case .ready:
             return .ready
         case .timer:
-            if case .until(let end) = call.budget.limit, Sys.now() >= end { throw call.budget.timedOut }
+            // Its own instant, or the socket's deadline, which may have come or changed
+            // (Socket+Deadlines.swift): the clock decides.
+            let socketEnd = governed ? state.withLock { $0.deadlines.end(direction) } : Int64.max
+            if Sys.now() >= min(call.budget.end, socketEnd) { throw call.budget.expired(socketEnd: socketEnd) }
             return .timer
         case .cancelled:
             throw SocketError(.cancelled, call.budget.operation)

@@ -41,6 +41,8 @@ extension Socket {
         var registration: Registration?
         /// Async calls begun so far: each one's number identifies its waiter to cancellation.
         var asyncCalls: UInt64 = 0
+        /// The receive and send deadlines and the blocking calls watching them (Socket+Deadlines.swift).
+        var deadlines = SocketDeadlines()
         /// The path this Unix socket was bound to by ``Socket/bind(to:)``.
         var boundPath: String?
         /// The socket file this Unix listener made (set by ``Socket/listen(backlog:)``),

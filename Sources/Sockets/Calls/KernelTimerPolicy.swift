@@ -13,6 +13,9 @@ import SystemPackage
 // fits: a ping-pong with a timeout armed on every wait makes exactly one recv and one send
 // per round trip, and so does one with a fresh per-call deadline (its timer is set to half
 // of what the deadline allows, so it is re-set only when a shared deadline has used half).
+// No timer is longer than `KernelTimer.reach` (250 ms), so that a socket deadline set while a
+// call sleeps reaches it (Socket+Deadlines.swift): an idle call with a long limit wakes four
+// times a second, makes one recv and sleeps again.
 //
 // A call sleeps in the kernel ("the kernel path", `Path.kernel`) only where `close()` can
 // wake it: `shutdown(2)` ends a recv, a stream send, a UDP send and an accept at once, but
@@ -50,11 +53,16 @@ enum KernelTimer {
     /// No timer: a call sleeps until the descriptor is ready. The longest timer of all.
     static let none = Int64.max
 
+    /// The longest a call sleeps in the kernel before it looks again (250 ms): a socket
+    /// deadline set for the first time while the call sleeps there, which nothing else
+    /// could make it see (Socket+Deadlines.swift), reaches it by then. A call with no limit
+    /// sleeps on this timer, and an idle one wakes four times a second (one `recv` each).
+    static let reach: Int64 = 250_000_000
+
     /// A timer that may be set and may not be: a socket accepted from a listener that has
     /// had timers inherits the listener's (Linux copies SO_RCVTIMEO and SO_SNDTIMEO to the
-    /// new socket), and a descriptor adopted from elsewhere may carry any. Longer than any
-    /// real timer, so no call with a time limit relies on it; only a call with none sleeps
-    /// on it (and goes on by `ppoll` if it fires).
+    /// new socket), and a descriptor adopted from elsewhere may carry any. Longer than
+    /// ``reach``, so no call relies on it: the first that sleeps in the kernel sets its own.
     static let unknown = Int64.max - 1
 
     /// How much of its time a call may have used since it planned and still sleep on the
@@ -143,32 +151,35 @@ extension Socket {
         _ s: inout State, _ kind: WaitKind, _ budget: WaitBudget, allotted: Int64, left: Int64, _ adjust: Adjust
     ) throws(Errno) -> Path {
         guard Sys.kernelTimers, kind.sleepsInKernel, !shared else { return .poll }
-        let longest: Int64  // the longest timer sure to fire before the call's instant
+        // A direction with a socket deadline waits where a new one can reach it.
+        if let direction = budget.socketDeadlineDirection, s.deadlines.used(direction) { return .poll }
+        let longest: Int64  // the longest timer sure to fire before the call's instant, and within reach
         let fits: Int64
         switch budget.limit {
         case .none:
             return .poll
         case .forever:
-            (longest, fits) = (KernelTimer.none, KernelTimer.none)
+            (longest, fits) = (KernelTimer.reach, KernelTimer.reach)
         case .until:
             guard let a = KernelTimer.for(nanoseconds: allotted),
                   let l = KernelTimer.for(nanoseconds: left + KernelTimer.planningAllowance) else { return .poll }
-            (longest, fits) = (a, l)
+            (longest, fits) = (min(a, KernelTimer.reach), min(l, KernelTimer.reach))
         }
+        let capped = longest == KernelTimer.reach
         let direction = kind.direction
         var timer = s.mode.timer(direction)
         // The timer this call would like: the socket's timeout's if it fits (one value for
-        // every call of the socket); else the one in effect if it fits (no change) — but
-        // none rather than an unknown one for a call with no limit, which would wake on it;
-        // else half of what the call allows, so that calls sharing a deadline re-set it
-        // only when half of the time is gone.
+        // every call of the socket); else the one in effect if it fits (no change); else
+        // ``KernelTimer/reach`` for a call that has longer; else half of what the call
+        // allows, so that calls sharing a deadline re-set it only when half of the time is
+        // gone.
         let wanted: Int64
         if let own = s.timeout.kernelTimer, own <= longest {
             wanted = own
         } else if timer <= longest {
-            wanted = timer == KernelTimer.unknown ? KernelTimer.none : timer
+            wanted = timer
         } else {
-            wanted = longest / 2
+            wanted = capped ? longest : longest / 2
         }
         let retime = wanted != timer && (wanted < timer || s.mode.sleepers(direction) == 0)
         let unblock = s.mode.nonblocking && s.mode.nonblockingHolders == 0

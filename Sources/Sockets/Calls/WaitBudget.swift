@@ -29,8 +29,14 @@ struct WaitBudget {
     /// and its would-block error says why.
     let onReactorThread: Bool
 
-    init(_ limit: Limit, allotted: Int64, _ operation: SocketError.Operation, onReactorThread: Bool = false) {
-        (self.limit, self.allotted, self.operation, self.onReactorThread) = (limit, allotted, operation, onReactorThread)
+    /// The caller's deadline, not the socket's timeout, set `limit`: the timeout message
+    /// says "the deadline passed" rather than a duration the user never gave.
+    let byDeadline: Bool
+
+    init(_ limit: Limit, allotted: Int64, _ operation: SocketError.Operation, onReactorThread: Bool = false,
+         byDeadline: Bool = false) {
+        (self.limit, self.allotted, self.operation) = (limit, allotted, operation)
+        (self.onReactorThread, self.byDeadline) = (onReactorThread, byDeadline)
     }
 
     /// This budget for a blocking call made on a reactor's thread, which would stall every
@@ -38,6 +44,23 @@ struct WaitBudget {
     /// fails with `.wouldBlock` otherwise (see ``Reactor``).
     var forReactorThread: WaitBudget {
         WaitBudget(.none, allotted: -1, operation, onReactorThread: true)
+    }
+
+    /// The direction whose socket deadline (Socket+Deadlines.swift) bounds this call: receive
+    /// for receives and accept, send for sends, none for connect (which has its own).
+    var socketDeadlineDirection: WaitDirection? {
+        switch operation {
+        case .receive, .receiveFrom, .accept: .receive
+        case .send, .sendAll, .sendTo: .send
+        default: nil
+        }
+    }
+
+    /// The instant this call's own limit ends (`Int64.max`: none), for a limit that waits.
+    @inline(__always)
+    var end: Int64 {
+        if case .until(let end) = limit { return end }
+        return .max
     }
 
     /// `deadlineLeft`: the nanoseconds left until the caller's deadline when the call began
@@ -50,6 +73,7 @@ struct WaitBudget {
         self.operation = operation
         onReactorThread = false
         guard let leftNanoseconds = deadlineLeft else {
+            byDeadline = false
             switch timeout.mode {
             case .never: (limit, allotted) = (.forever, -1)
             case .nonBlocking: (limit, allotted) = (.none, -1)
@@ -58,17 +82,17 @@ struct WaitBudget {
             return
         }
         guard leftNanoseconds > 0 else {
-            throw SocketError(.timedOut, operation, timeout: .zero)
+            throw SocketError(timedOut: operation, after: .zero, .deadline)
         }
         let now = Sys.now()
         switch timeout.mode {
         case .never:
-            (limit, allotted) = (.until(saturatingSum(now, leftNanoseconds)), leftNanoseconds)
+            (limit, allotted, byDeadline) = (.until(saturatingSum(now, leftNanoseconds)), leftNanoseconds, true)
         case .nonBlocking:
-            (limit, allotted) = (.none, -1)
+            (limit, allotted, byDeadline) = (.none, -1, false)
         case .after:
             let t = min(timeout.nanoseconds, leftNanoseconds)
-            (limit, allotted) = (.until(saturatingSum(now, t)), t)
+            (limit, allotted, byDeadline) = (.until(saturatingSum(now, t)), t, leftNanoseconds < timeout.nanoseconds)
         }
     }
 
@@ -104,7 +128,15 @@ struct WaitBudget {
 
     /// The error for a budget that has run out.
     var timedOut: SocketError {
-        SocketError(.timedOut, operation, timeout: allotted >= 0 ? .nanoseconds(allotted) : nil)
+        SocketError(timedOut: operation, after: allotted >= 0 ? .nanoseconds(allotted) : nil, byDeadline ? .deadline : .timeout)
+    }
+
+    /// The error when the instant has passed: the call's own, or the socket's deadline
+    /// `socketEnd` if that came first (its ``SocketError/timeout`` is nil: the socket's
+    /// deadline may have been set while the call waited).
+    func expired(socketEnd: Int64) -> SocketError {
+        guard socketEnd < end, let direction = socketDeadlineDirection else { return timedOut }
+        return SocketError(timedOut: operation, after: nil, .socketDeadline(direction))
     }
 
     /// The error for a non-blocking socket whose operation would have waited.
@@ -116,30 +148,29 @@ struct WaitBudget {
         "a blocking call on a reactor's thread may not wait (it would stall every socket the reactor serves): use its async form"
 
     /// Blocks until `fd` is ready for `events` (or reports an error or hang-up, which the
-    /// next attempt of the operation will surface), `waker` is written (``Socket/close()``),
-    /// or the budget runs out. Returns what poll saw on the descriptor (`revents`; 0 when
-    /// woken by the waker).
+    /// next attempt of the operation will surface), `waker` is written (``Socket/close()``,
+    /// or a new socket deadline), `slice` nanoseconds have passed (then it returns 0 for the
+    /// caller to look again), or the earlier of the budget's instant and `socketEnd` (the
+    /// socket's deadline, `Int64.max` for none) comes. Returns what poll saw on the
+    /// descriptor (`revents`; 0 when woken by the waker or at the end of a slice).
     ///
     /// The kernel's wake-up decides nothing: after every return from `poll` the clock is
     /// read again, so the call never gives up before its instant, and EINTR simply loops
-    /// with the time that is left. `sliced` (an adopted socket for which no waker could be
-    /// made: no descriptor to spare): it polls in slices of ``noWakerSlice`` and asks
-    /// `stillOpen` between them.
+    /// with the time that is left.
     ///
-    /// - Throws: ``SocketError/Kind/timedOut`` when the instant passes,
+    /// - Throws: ``SocketError/Kind/timedOut`` when the instant passes (``expired(socketEnd:)``),
     ///   ``SocketError/Kind/wouldBlock`` for a non-blocking socket.
-    func wait(_ fd: CInt, for events: Int16, waker: CInt, sliced: Bool, stillOpen: () -> Bool) throws(SocketError) -> Int16 {
+    func wait(_ fd: CInt, for events: Int16, waker: CInt, slice: Int64?, socketEnd: Int64) throws(SocketError) -> Int16 {
         if case .none = limit { throw wouldBlock() }
+        let end = min(self.end, socketEnd)
+        let sliceEnd = slice.map { saturatingSum(Sys.now(), $0) } ?? .max
         while true {
             var span: Int64?
-            if case .until(let end) = limit {
+            if end != .max || sliceEnd != .max {
                 let now = Sys.now()
-                if now >= end { throw timedOut }
-                span = WaitBudget.pollSpan(end - now)
-            }
-            if sliced {
-                if !stillOpen() { return 0 }
-                span = min(span ?? WaitBudget.noWakerSlice, WaitBudget.noWakerSlice)
+                if now >= end { throw expired(socketEnd: socketEnd) }
+                if now >= sliceEnd { return 0 }
+                span = end <= sliceEnd ? WaitBudget.pollSpan(end - now) : sliceEnd - now
             }
             switch Sys.poll(fd, events: events, waker: waker, nanoseconds: span) {
             case .success(let seen):
@@ -153,24 +184,21 @@ struct WaitBudget {
     /// How often a wait with no waker looks whether the socket was closed.
     static let noWakerSlice: Int64 = 10_000_000
 
-    /// Sleeps for `nanoseconds` (less if the budget ends sooner), or until `waker` is
-    /// written (`close()`): the wait of a call that has nothing reliable to poll for (a
+    /// Sleeps for `nanoseconds` (less if the budget or `socketEnd` ends sooner), or until
+    /// `waker` is written (`close()`, a new socket deadline): the wait of a call that has nothing reliable to poll for (a
     /// Unix datagram send to a full receiver, a Unix connect to a full listener — poll
     /// calls both sockets writable, and an unconnected Unix stream socket hung up). The
     /// caller tries again after it.
     ///
     /// - Throws: ``SocketError/Kind/timedOut`` when the instant has passed,
     ///   ``SocketError/Kind/wouldBlock`` for a non-blocking socket.
-    func pause(_ nanoseconds: Int64, waker: CInt) throws(SocketError) {
+    func pause(_ nanoseconds: Int64, waker: CInt, socketEnd: Int64) throws(SocketError) {
         var span = nanoseconds
-        switch limit {
-        case .none:
-            throw wouldBlock()
-        case .forever:
-            break
-        case .until(let end):
+        if case .none = limit { throw wouldBlock() }
+        let end = min(self.end, socketEnd)
+        if end != .max {
             let left = end - Sys.now()
-            if left <= 0 { throw timedOut }
+            if left <= 0 { throw expired(socketEnd: socketEnd) }
             span = min(span, left)
         }
         _ = Sys.poll(-1, events: 0, waker: waker, nanoseconds: span)  // EINTR: the caller tries again early

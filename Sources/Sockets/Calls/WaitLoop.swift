@@ -73,6 +73,12 @@ struct Call {
     var readiness: Int16 = 0
     /// The next paced wait in nanoseconds (0: not pacing).
     var pace: Int64 = 0
+    /// The socket's deadline for the call's direction as of the last plan (`Int64.max`: none).
+    var socketEnd = Int64.max
+    /// Counted in `SocketDeadlines.watchers`: its waits watch the waker for a new deadline.
+    var watchesDeadlines = false
+    /// `SocketDeadlines.generation` when it started watching.
+    var watchGeneration: UInt64 = 0
 }
 
 extension Socket {
@@ -88,6 +94,7 @@ extension Socket {
                 var budget = try WaitBudget(s.timeout, deadlineLeft: deadlineLeft, operation)
                 if Reactor.isReactorThread { budget = budget.forReactorThread }
                 var call = Call(budget: budget, kind: kind, path: .poll)
+                call.socketEnd = try socketDeadline(s, budget)
                 do throws(Errno) {
                     call.path = try plan(&s, kind, budget, allotted: budget.allotted, left: budget.allotted,
                                          kind.needsNonblocking ? .now : .afterTrying)
@@ -103,16 +110,20 @@ extension Socket {
                 return call
             }
         } catch {
-            throw error.at(address)
+            // A connected socket's peer, as every later error names it (no system call:
+            // the descriptor may already be released).
+            throw error.at(address ?? state.withLock { $0.peer })
         }
     }
 
     /// Ends a call begun by `beginCall`; the last user of a closed socket closes the descriptor.
     @inline(__always)
     func endCall(_ call: Call) {
+        var call = call
         let last = state.withLock { s -> Held? in
             if call.path == .kernel || call.path == .kernelDone { s.mode.addSleeper(call.kind.direction, -1) }
             if call.holdsNonblocking { s.mode.nonblockingHolders -= 1 }
+            if call.watchesDeadlines { stopWatchingDeadlines(&s, &call) }
             return s.leave()
         }
         if let last { releaseDescriptors(last) }
@@ -169,6 +180,7 @@ extension Socket {
     func planNextAttempt(_ call: inout Call, afterIncomplete: Bool) throws(SocketError) {
         let failed = state.withLock { s -> SocketError? in
             if call.path == .kernelDone { s.mode.addSleeper(call.kind.direction, -1) }
+            if call.watchesDeadlines { stopWatchingDeadlines(&s, &call) }
             let adjust: Adjust = call.path == .tryFirst ? .now : .never
             call.path = .poll
             if afterIncomplete && s.closing { return SocketError(.closed, call.budget.operation) }
@@ -187,7 +199,16 @@ extension Socket {
             } catch {
                 return SocketError(call.budget.operation, errno: error)
             }
-            if afterIncomplete && needsWaker && call.path == .poll && call.waker == -2 { call.waker = waker(&s) }
+            if afterIncomplete && call.path == .poll {
+                // A call whose direction has a socket deadline watches the waker for a new one.
+                let direction = call.budget.socketDeadlineDirection
+                let watch = direction.map { s.deadlines.used($0) } ?? false
+                if (needsWaker || watch) && call.waker == -2 { call.waker = waker(&s) }
+                if watch, let direction, call.waker >= 0 {
+                    call.socketEnd = s.deadlines.end(direction)
+                    startWatchingDeadlines(&s, &call)
+                }
+            }
             return nil
         }
         if let failed { throw failed }
@@ -213,11 +234,19 @@ extension Socket {
         }
         let wakerFD = max(call.waker, -1)
         if call.pace > 0 {
-            try call.budget.pause(call.pace, waker: wakerFD)
+            try call.budget.pause(call.pace, waker: wakerFD, socketEnd: call.socketEnd)
             call.pace = min(call.pace * 2, 32_000_000)
         } else {
-            call.readiness = try call.budget.wait(fd, for: call.kind.events, waker: wakerFD,
-                                                 sliced: needsWaker && wakerFD < 0, stillOpen: { !isClosed })
+            // Without the waker, look again now and then: for close() if nothing else can wake
+            // the wait, and for a first socket deadline set while it waits.
+            var slice: Int64?
+            if needsWaker && wakerFD < 0 {
+                slice = WaitBudget.noWakerSlice
+            } else if !call.watchesDeadlines && call.budget.socketDeadlineDirection != nil {
+                slice = KernelTimer.reach
+            }
+            call.readiness = try call.budget.wait(fd, for: call.kind.events, waker: wakerFD, slice: slice,
+                                                 socketEnd: call.socketEnd)
         }
         if isClosed { throw SocketError(.closed, call.budget.operation) }
     }

@@ -277,8 +277,9 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
 
     /// Parks `waiter` on `direction` of `registration` — unless the socket is closed, the
     /// task cancelled, or (for a non-zero `readyMask`) an event came since `observed` was
-    /// read or a bit of `readyMask` is set — and arms its timer. Called inside the
-    /// continuation's closure, on the task.
+    /// read or a bit of `readyMask` is set — and arms its timer, at the earlier of its
+    /// deadline and, for a waiter the socket's deadline governs, that deadline. Called
+    /// inside the continuation's closure, on the task.
     func park(_ registration: Registration, _ direction: WaitDirection, _ waiter: Waiter,
               observed: UInt64, readyMask: UInt64) {
         let outcome = shared.withLock { s -> (Wake?, wakeReactor: Bool) in
@@ -288,7 +289,11 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
                 let now = registration.observe()
                 if now & readyMask != 0 || now >> 32 != observed >> 32 { return (.ready, false) }
             }
+            var waiter = waiter
             let timerWhen = registration.withList(direction) { list in
+                if waiter.governed && list.socketDeadline < waiter.deadline {
+                    waiter = Waiter(id: waiter.id, continuation: waiter.continuation, deadline: list.socketDeadline, governed: true)
+                }
                 list.waiters.append(waiter)
                 return list.timerWhen
             }
@@ -306,6 +311,31 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
         guard s.sleeping && when < s.sleepUntil && !s.woken else { return false }
         s.woken = true
         return true
+    }
+
+    /// Records the socket's new deadline for `direction` and takes the waiters it governs, to
+    /// be resumed with `.timer` once every lock is let go: each looks at the clock and the
+    /// new deadline, and fails or parks again. From the thread that sets it, under the
+    /// socket's lock (Socket+Deadlines.swift).
+    func setSocketDeadline(_ registration: Registration, _ direction: WaitDirection, _ end: Int64,
+                           waking resumptions: inout [Resumption]) {
+        shared.withLock { _ in
+            registration.withList(direction) { list in
+                list.socketDeadline = end
+                guard !list.waiters.isEmpty else { return }
+                var kept = 0
+                for i in list.waiters.indices {
+                    let waiter = list.waiters[i]
+                    if waiter.governed {
+                        resumptions.append(Resumption(continuation: waiter.continuation, wake: .timer))
+                    } else {
+                        list.waiters[kept] = waiter
+                        kept += 1
+                    }
+                }
+                list.waiters.removeLast(list.waiters.count - kept)
+            }
+        }
     }
 
     /// Ends the wait of call `id` with `.cancelled`, if it is still parked. From the

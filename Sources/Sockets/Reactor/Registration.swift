@@ -59,6 +59,8 @@ struct Waiter {
     let continuation: WakeContinuation
     /// When its timer fires, in `Sys.now()` nanoseconds (`Int64.max`: none).
     let deadline: Int64
+    /// The socket's deadline for the direction bounds it (all but connect).
+    let governed: Bool
 }
 
 /// The waiters of one direction and its timer entry.
@@ -68,6 +70,8 @@ struct WaitList {
     var timerSequence: UInt64 = 0
     /// When that entry comes due (`Int64.max`: no entry).
     var timerWhen = Int64.max
+    /// The socket's deadline for this direction (Socket+Deadlines.swift; `Int64.max`: none).
+    var socketDeadline = Int64.max
 }
 
 /// A descriptor registered with a reactor (see the comment at the top).
