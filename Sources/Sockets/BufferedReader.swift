@@ -74,7 +74,10 @@ public final class BufferedReader {
     ///   ``maxLineLength`` bytes (the bytes stay buffered), `.timedOut`, `.connectionReset`,
     ///   `.closed`, ...; nothing is consumed by a read that throws.
     public func readLine(deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> String? {
-        try read(through: 0x0A, maxLength: maxLineLength + 1, deadline: deadline).map(Self.line)
+        while true {
+            if let line = try takeLine() { return line.map(Self.line) }
+            try fill(deadline: deadline)
+        }
     }
 
     /// Reads up to and including the first `delimiter` byte; at the end of the stream,
@@ -118,7 +121,10 @@ public final class BufferedReader {
     /// Reads a line; the async form of ``readLine(deadline:)``, with the same rules, and
     /// `.cancelled` if the task is cancelled (consuming nothing).
     public nonisolated(nonsending) func readLine(deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> String? {
-        try await read(through: 0x0A, maxLength: maxLineLength + 1, deadline: deadline).map(Self.line)
+        while true {
+            if let line = try takeLine() { return line.map(Self.line) }
+            try await fillAsync(deadline: deadline)
+        }
     }
 
     /// Reads through `delimiter`; the async form of ``read(through:maxLength:deadline:)``.
@@ -159,6 +165,30 @@ public final class BufferedReader {
         }
         if atEnd { return .some(start == end ? nil : take(end - start)) }
         return nil
+    }
+
+    /// A line (through its line feed) if one is buffered, or the rest at the end of the
+    /// stream; nil if more must arrive. Up to ``maxLineLength`` bytes before the line
+    /// ending, which is LF or CRLF: a line of exactly the limit ending in CRLF is accepted.
+    private func takeLine() throws(SocketError) -> [UInt8]?? {
+        let limit = maxLineLength
+        let count = end - start
+        let scanned = min(count, limit + 2)
+        if let i = storage[start..<(start + scanned)].firstIndex(of: 0x0A) {
+            let content = i - start
+            if content <= limit || (content == limit + 1 && storage[i - 1] == 0x0D) { return .some(take(content + 1)) }
+            throw lineTooLong()
+        }
+        // Past the limit with no line feed: too long, unless the byte after the limit is a
+        // CR that the line feed may still follow.
+        if count >= limit + 2 || (count == limit + 1 && storage[start + limit] != 0x0D) { throw lineTooLong() }
+        if atEnd { return .some(count == 0 ? nil : take(count)) }
+        return nil
+    }
+
+    private func lineTooLong() -> SocketError {
+        SocketError(.tooLong, .receive, address: try? socket.peerAddress,
+                    detail: "a line longer than \(maxLineLength) bytes (maxLineLength); it stays buffered")
     }
 
     /// `count` bytes if buffered; nil if more must arrive.

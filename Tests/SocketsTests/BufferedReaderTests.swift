@@ -61,12 +61,37 @@ struct BufferedReaderTests {
         let reader = BufferedReader(a, maxLineLength: 16)
         try b.sendAll(Array(repeating: UInt8(ascii: "x"), count: 40))
         let (error, _) = expectFailure(.tooLong) { _ = try reader.readLine(deadline: .now + .seconds(5)) }
-        #expect(error?.detail?.contains("17 bytes") == true, "\(String(describing: error))")
+        #expect(error?.detail?.contains("longer than 16 bytes") == true, "\(String(describing: error))")
         #expect(reader.buffered.count >= 17)
         // A line within the limit still reads (after the caller drains the long one).
         _ = try reader.read(exactly: 40, deadline: .now + .seconds(5))
         try b.sendAll(Array("short\n".utf8))
         #expect(try reader.readLine(deadline: .now + .seconds(5)) == "short")
+    }
+
+    @Test("the limit counts the line, not its ending: exactly the limit with LF or CRLF reads; one byte more fails")
+    func limitAndLineEndings() throws {
+        let (a, b) = try Socket.pair()
+        defer { a.close(); b.close() }
+        let reader = BufferedReader(a, maxLineLength: 8)
+        let eight = String(repeating: "y", count: 8)
+        try b.sendAll(Array("\(eight)\r\n\(eight)\n".utf8))
+        #expect(try reader.readLine(deadline: .now + .seconds(5)) == eight)
+        #expect(try reader.readLine(deadline: .now + .seconds(5)) == eight)
+        // Nine bytes then CRLF: too long, and the bytes stay.
+        try b.sendAll(Array("\(eight)z\r\n".utf8))
+        _ = expectFailure(.tooLong) { _ = try reader.readLine(deadline: .now + .seconds(5)) }
+        #expect(reader.buffered.count == 11)
+        _ = try reader.read(exactly: 11, deadline: .now + .seconds(5))
+        // Eight bytes and a CR with the LF still to come: it waits for the LF rather than fail.
+        try b.sendAll(Array("\(eight)\r".utf8))
+        let late = Background { pause(.milliseconds(100)); try b.sendAll([0x0A]) }
+        #expect(try reader.readLine(deadline: .now + .seconds(5)) == eight)
+        try late.value()
+        // Nine bytes, no line ending yet: too long at once, without waiting for more.
+        try b.sendAll(Array("\(eight)z".utf8))
+        let (_, elapsed) = expectFailure(.tooLong) { _ = try reader.readLine(deadline: .now + .seconds(5)) }
+        #expect(elapsed < .seconds(2))
     }
 
     @Test("read(exactly:) across pieces; the end of the stream first fails .endOfStream, the bytes kept")
@@ -109,7 +134,7 @@ struct BufferedReaderTests {
         do {
             _ = try await reader.readLine(deadline: start + .milliseconds(150))
             Issue.record("expected a timeout")
-        } catch let error as SocketError {
+        } catch {
             #expect(error.kind == .timedOut)
         }
         expectTiming(ContinuousClock.now - start, atLeast: .milliseconds(150))
