@@ -158,6 +158,30 @@ extension Socket {
         }
     }
 
+    /// Receives into `buffer`, from its first byte, up to `buffer.count` bytes, and returns
+    /// how many arrived (**0 means end of stream**): the safe way to reuse one buffer,
+    /// allocating nothing per call. The async form of ``receive(into:deadline:)-([UInt8],_)``;
+    /// cancelling the task ends the wait with `.cancelled` and consumes nothing.
+    ///
+    /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.connectionReset`,
+    ///   `.closed`, `.cancelled`.
+    public nonisolated(nonsending) func receive(into buffer: inout [UInt8], deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> Int {
+        var call = try beginAsyncCall(.receive, address: nil, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
+        defer { endAsyncCall(call) }
+        let registration = call.registration
+        do throws(SocketError) {
+            if buffer.isEmpty && type == .stream { return 0 }
+            // The array's storage is reached only inside each attempt, never across a suspension.
+            let n = try await performAsync(&call, .receive) { observed throws(Errno) in
+                try withMutableBytes(&buffer) { raw throws(Errno) in try receiveAttempt(raw, registration, observed) }
+            }
+            if n == 0 && isClosed { throw SocketError(.closed, .receive) }
+            return n
+        } catch {
+            throw addressed(error)
+        }
+    }
+
     /// One `recv` without waiting. A short read on a stream drains the socket: its bit is
     /// cleared (unless an event came meanwhile), so the next receive waits for the edge
     /// instead of paying a read that fails with EAGAIN.
@@ -289,6 +313,23 @@ extension Socket {
         defer { endAsyncCall(call) }
         let (count, sender, named) = try await performAsync(&call, .receive) { _ throws(Errno) in
             try Attempt.run(mayWait: false) { Sys.recvFrom(fd, buffer, mayWait: false) }
+        }
+        if count == 0 && !named && isClosed { throw SocketError(.closed, .receiveFrom) }
+        return (count, sender)
+    }
+
+    /// Receives one datagram into `buffer`, from its first byte (cut to `buffer.count`):
+    /// its length and its sender, allocating nothing per call. The async form of
+    /// ``receive(from:deadline:)-([UInt8],_)``.
+    ///
+    /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.closed`, `.cancelled`.
+    public nonisolated(nonsending) func receive(from buffer: inout [UInt8], deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> (count: Int, sender: SocketAddress) {
+        var call = try beginAsyncCall(.receiveFrom, address: nil, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
+        defer { endAsyncCall(call) }
+        let (count, sender, named) = try await performAsync(&call, .receive) { _ throws(Errno) in
+            try withMutableBytes(&buffer) { raw throws(Errno) in
+                try Attempt.run(mayWait: false) { Sys.recvFrom(fd, raw, mayWait: false) }
+            }
         }
         if count == 0 && !named && isClosed { throw SocketError(.closed, .receiveFrom) }
         return (count, sender)

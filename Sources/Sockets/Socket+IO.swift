@@ -154,6 +154,30 @@ extension Socket {
         }
     }
 
+    /// Receives into `buffer`, from its first byte, up to `buffer.count` bytes, and returns
+    /// how many arrived (**0 means end of stream**); the bytes after them are left as they
+    /// were. The safe way to reuse one buffer for every receive (Go's `Read(p)`): nothing is
+    /// allocated per call, unlike ``receive(upTo:deadline:)``, as long as the array is not
+    /// shared with another copy (Swift would then copy it once, on the first call).
+    ///
+    /// ```swift
+    /// var buffer = [UInt8](repeating: 0, count: 65_536)
+    /// while case let n = try connection.receive(into: &buffer), n > 0 {
+    ///     consume(buffer[..<n])
+    /// }
+    /// ```
+    ///
+    /// Waits as ``receive(into:deadline:)``: for at most the socket's ``timeout``, not past
+    /// `deadline` or the socket's receive deadline. Underneath: `recv(2)`.
+    ///
+    /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.connectionReset`, `.closed`.
+    public func receive(into buffer: inout [UInt8], deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> Int {
+        let left = WaitBudget.nanosecondsLeft(until: deadline)
+        return try buffer.withUnsafeMutableBytes { raw -> Result<Int, SocketError> in
+            do throws(SocketError) { return .success(try receive(into: raw, deadlineLeft: left)) } catch { return .failure(error) }
+        }.get()
+    }
+
     /// Receives up to `maxCount` bytes; an empty array means end of stream. See
     /// ``receive(into:deadline:)``.
     ///
@@ -279,6 +303,19 @@ extension Socket {
             if count == 0 && !named && isClosed { throw SocketError(.closed, .receiveFrom) }
             return (count, sender)
         }
+    }
+
+    /// Receives one datagram into `buffer`, from its first byte (cut to `buffer.count`),
+    /// and returns its length and its sender: the safe way to reuse one buffer for every
+    /// datagram, allocating nothing per call. Waits as ``receive(from:deadline:)``.
+    /// Underneath: `recvfrom(2)`.
+    ///
+    /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.closed`.
+    public func receive(from buffer: inout [UInt8], deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> (count: Int, sender: SocketAddress) {
+        let left = WaitBudget.nanosecondsLeft(until: deadline)
+        return try buffer.withUnsafeMutableBytes { raw -> Result<(count: Int, sender: SocketAddress), SocketError> in
+            do throws(SocketError) { return .success(try receive(from: raw, deadlineLeft: left)) } catch { return .failure(error) }
+        }.get()
     }
 
     /// Receives one datagram of up to `maxCount` bytes and its sender; see
