@@ -16,12 +16,14 @@ import SystemPackage
 ///     }
 /// }
 /// ```
-/// `catch SocketError.Kind.timedOut` also matches (through `~=`), but with Swift 6.3.1 that
-/// pattern, in a `do` whose error type the compiler infers, can crash the compiler; the
-/// explicit `do throws(SocketError)` form above is safe.
+/// `catch SocketError.Kind.timedOut` also matches (through `~=`), and so does
+/// `catch where error.kind == .timedOut`.
 ///
-/// The ``description`` is written for a person:
-/// `connect to 127.0.0.1:1717 timed out after 3s`,
+/// The ``description`` is written for a person, and names the limit you gave:
+/// `connect to 127.0.0.1:1717 timed out after 3s` (a timeout),
+/// `receive from 127.0.0.1:8080 timed out: the deadline passed` (a `deadline:`),
+/// `receive from 127.0.0.1:8080 timed out: the socket's receive deadline passed`
+/// (``Socket/setReceiveDeadline(_:)``),
 /// `connect to 127.0.0.1:9 failed: Connection refused (ECONNREFUSED)`.
 public struct SocketError: Error, Sendable, CustomStringConvertible {
     /// What happened, as a value to match on. Open like `Errno`: compare with `==` or
