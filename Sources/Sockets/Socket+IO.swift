@@ -99,12 +99,23 @@ extension Socket {
     /// One non-blocking `send(2)` of `buffer` (`MSG_DONTWAIT`): how much the kernel took.
     @inline(__always)
     func sendWithoutWaiting(_ buffer: UnsafeRawBufferPointer) throws(SocketError) -> Int {
-        try withDescriptor(.sendAll, address: nil) { fd throws(SocketError) in
-            do throws(Errno) {
-                return try Attempt.run(mayWait: false) { Sys.send(fd, buffer, mayWait: false) } ?? 0
-            } catch {
-                throw addressed(errorOrClosed(.sendAll, error, address: nil)).transferred(0)
+        do throws(SocketError) {
+            try state.withLock { s throws(SocketError) in
+                if s.closing { throw SocketError(.closed, .sendAll) }
+                // A send deadline already past fails before any system call, as in every call.
+                if s.deadlines.sendUsed && s.deadlines.send != .max && Sys.now() >= s.deadlines.send {
+                    throw SocketError(timedOut: .sendAll, after: .zero, .socketDeadline(.send))
+                }
+                s.users += 1
             }
+        } catch {
+            throw error.at(state.withLock { $0.peer }).transferred(0)
+        }
+        defer { endUse() }
+        do throws(Errno) {
+            return try Attempt.run(mayWait: false) { Sys.send(fd, buffer, mayWait: false) } ?? 0
+        } catch {
+            throw addressed(errorOrClosed(.sendAll, error, address: nil)).transferred(0)
         }
     }
 

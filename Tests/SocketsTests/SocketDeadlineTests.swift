@@ -66,6 +66,14 @@ struct SocketDeadlineTests {
         #expect(early.map { "\($0)" } == "receive from \(try server.localAddress) timed out: the socket's receive deadline had already passed")
         client.setReceiveDeadline(nil)
         #expect(try client.receive(upTo: 100) == Array("x".utf8))
+        // sendAll too, even where it would first try a send that cannot wait: nothing is sent.
+        client.setSendDeadline(.now - .seconds(1))
+        let (unsent, _) = expectFailure(.timedOut) { try client.sendAll([1, 2, 3]) }
+        #expect(unsent?.bytesTransferred == 0)
+        #expect(unsent.map { "\($0)" } == "sendAll to \(try server.localAddress) timed out: the socket's send deadline had already passed (0 bytes transferred)")
+        client.setSendDeadline(nil)
+        server.timeout = try .after(.milliseconds(100))
+        _ = expectFailure(.timedOut) { _ = try server.receive(upTo: 10) }
     }
 
     @Test("moving the deadline later makes the waiting receive wait until the new instant")

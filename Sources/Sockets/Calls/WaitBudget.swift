@@ -185,10 +185,10 @@ struct WaitBudget {
     static let noWakerSlice: Int64 = 10_000_000
 
     /// Sleeps for `nanoseconds` (less if the budget or `socketEnd` ends sooner), or until
-    /// `waker` is written (`close()`, a new socket deadline): the wait of a call that has nothing reliable to poll for (a
-    /// Unix datagram send to a full receiver, a Unix connect to a full listener — poll
-    /// calls both sockets writable, and an unconnected Unix stream socket hung up). The
-    /// caller tries again after it.
+    /// `waker` is written (`close()`, a new socket deadline): the wait of a call that has
+    /// nothing reliable to poll for (a Unix datagram send to a full receiver, a Unix connect
+    /// to a full listener — poll calls both sockets writable, and an unconnected Unix stream
+    /// socket hung up). The caller tries again after it.
     ///
     /// - Throws: ``SocketError/Kind/timedOut`` when the instant has passed,
     ///   ``SocketError/Kind/wouldBlock`` for a non-blocking socket.
