@@ -5,9 +5,12 @@ extension SocketAddress {
     ///
     /// Numeric addresses and paths are returned without any lookup. Names go through
     /// `getaddrinfo(3)`, which has no timeout of its own; with a `deadline` the lookup runs
-    /// on a helper thread and this call gives up at the deadline (the lookup finishes in
-    /// the background and its result is dropped). Without one it blocks as long as the
-    /// system resolver does.
+    /// on one of the library's resolver threads and this call gives up at the deadline (the
+    /// lookup finishes in the background, and a caller who asks for the same name meanwhile
+    /// waits on it rather than start another). At most 8 such threads run at once, however
+    /// many lookups hang: a lookup that finds them all busy waits its turn, and if its
+    /// deadline comes first the error says it never started. Without a deadline the lookup
+    /// runs on the caller's thread, for as long as the system resolver takes.
     ///
     /// - Throws: ``SocketError`` — `.invalidArgument` for malformed text (naming what is
     ///   wrong), `.nameResolution` when the name does not resolve, `.timedOut` at the deadline.
@@ -56,56 +59,24 @@ extension SocketAddress {
         }
     }
 
-    /// getaddrinfo on a helper thread, waited for until `deadline` through a socket pair
-    /// (so the wait is the library's own, with its EINTR and clock handling).
+    /// getaddrinfo on a resolver thread (ResolverPool.swift), waited for until `deadline`.
     private static func lookUp(
         host: String, port: UInt16, type: SocketType, deadline: ContinuousClock.Instant
     ) throws(SocketError) -> Result<[SocketAddress], Sys.ResolveFailure> {
         guard deadline > .now else {
             throw SocketError(timedOut: .resolve, after: .zero, .deadline).with(detail: "'\(host)'")
         }
-        let started = ContinuousClock.now
-        guard let (waiter, job) = try startLookUp(host: host, port: port, type: type) else {
-            return Sys.getAddrInfo(host: host, port: port, type: type.rawValue)
-        }
-        do {
-            _ = try waiter.receive(upTo: 1, deadline: deadline)
-        } catch where error.kind == .timedOut {
-            throw SocketError(timedOut: .resolve, after: deadline - started, .deadline).with(detail: "'\(host)'")
-        }
-        return job.result ?? .failure(Sys.ResolveFailure(message: "no answer", errno: nil))
+        let key = ResolverPool.Key(host: host, port: port, type: type.rawValue, family: Sys.anyFamily)
+        return try ResolverPool.shared.answer(key, deadline: deadline)
     }
-}
-
-extension SocketAddress {
-    /// Starts `getaddrinfo` on a helper thread, which reports through a socket pair: returns
-    /// the end to wait on (`.never`: the caller's deadline bounds the wait) and the result
-    /// slot, or nil if no thread could be made.
-    fileprivate static func startLookUp(host: String, port: UInt16, type: SocketType) throws(SocketError) -> (Socket, ResolveJob)? {
-        let (waiter, notifier) = try Socket.pair()
-        waiter.timeout = .never
-        let job = ResolveJob()
-        let spawned = Sys.spawnDetached { [job] in
-            job.finish(Sys.getAddrInfo(host: host, port: port, type: type.rawValue))
-            _ = try? notifier.send([1])
-        }
-        return spawned ? (waiter, job) : nil
-    }
-}
-
-/// The result slot shared by a caller and its resolver thread.
-private final class ResolveJob: Sendable {
-    private let box = Locked<Result<[SocketAddress], Sys.ResolveFailure>?>(nil)
-    func finish(_ result: Result<[SocketAddress], Sys.ResolveFailure>) { box.withLock { $0 = result } }
-    var result: Result<[SocketAddress], Sys.ResolveFailure>? { box.withLock { $0 } }
 }
 
 extension SocketAddress {
     /// Resolves `HOST:PORT` or a Unix path, suspending rather than blocking: the async form
-    /// of ``resolve(_:type:deadline:)``. A name is looked up by `getaddrinfo(3)` on a
-    /// helper thread, whatever the deadline, so no task's thread is held by the resolver;
-    /// cancelling the task or passing the deadline ends the wait (the lookup finishes in
-    /// the background and its result is dropped).
+    /// of ``resolve(_:type:deadline:)``. A name is looked up by `getaddrinfo(3)` on one of
+    /// the library's resolver threads (shared and bounded, as in the blocking form),
+    /// whatever the deadline, so no task's thread is held by the resolver; cancelling the
+    /// task or passing the deadline ends the wait (the lookup finishes in the background).
     ///
     /// - Throws: ``SocketError`` — `.invalidArgument`, `.nameResolution`, `.timedOut`, `.cancelled`.
     public nonisolated(nonsending) static func resolve(
@@ -121,18 +92,9 @@ extension SocketAddress {
             throw SocketError(timedOut: .resolve, after: .zero, .deadline).with(detail: "'\(host)'")
         }
         if Task.isCancelled { throw SocketError(.cancelled, .resolve, detail: "'\(host)'") }
-        let started = ContinuousClock.now
         // The wait is an ordinary async receive: the reactor's timer, cancellation, the same errors.
-        guard let (waiter, job) = try startLookUp(host: host, port: port, type: type) else {
-            throw SocketError(.system, .resolve, detail: "'\(host)': no thread for the resolver")
-        }
-        do {
-            _ = try await waiter.receive(upTo: 1, deadline: deadline)
-        } catch where error.kind == .timedOut {
-            throw SocketError(timedOut: .resolve, after: deadline.map { $0 - started }, .deadline).with(detail: "'\(host)'")
-        } catch {
-            throw SocketError(error.kind, .resolve, detail: "'\(host)'")
-        }
-        return try addresses(job.result ?? .failure(Sys.ResolveFailure(message: "no answer", errno: nil)), host: host)
+        let key = ResolverPool.Key(host: host, port: port, type: type.rawValue, family: Sys.anyFamily)
+        let answer = try await ResolverPool.shared.answer(key, deadline: deadline)
+        return try addresses(answer, host: host)
     }
 }

@@ -1,4 +1,5 @@
-// getaddrinfo(3) and a detached thread to run it on, so a caller's deadline can bound it.
+// getaddrinfo(3), and detached threads to run it on (ResolverPool.swift), so a caller's
+// deadline can bound it.
 
 #if canImport(Glibc)
 import Glibc
@@ -16,11 +17,15 @@ extension Sys {
         let errno: Errno?
     }
 
-    /// `getaddrinfo(3)` for `host` and numeric `port`, any family, one socket type.
-    /// Blocks for as long as the system resolver takes.
-    static func getAddrInfo(host: String, port: UInt16, type: CInt) -> Result<[SocketAddress], ResolveFailure> {
+    /// `getaddrinfo(3)` for `host` and numeric `port`, one socket type, any family (or only
+    /// `family`: `AF_INET` asks for A records, `AF_INET6` for AAAA). Blocks for as long as
+    /// the system resolver takes.
+    static func getAddrInfo(host: String, port: UInt16, type: CInt, family: CInt = AF_UNSPEC) -> Result<[SocketAddress], ResolveFailure> {
+        #if DEBUG
+        Seam.beforeResolve(host)
+        #endif
         var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
+        hints.ai_family = family
         hints.ai_socktype = type
         hints.ai_flags = AI_NUMERICSERV
         var list: UnsafeMutablePointer<addrinfo>?
@@ -78,4 +83,8 @@ extension Sys {
         }
         return true
     }
+}
+
+extension Sys {
+    static let anyFamily = AF_UNSPEC
 }
