@@ -40,7 +40,7 @@ extension SocketAddress {
     /// The address if `host` is numeric, nil if it is a name to look up.
     ///
     /// - Throws: `.invalidArgument` for an empty host or one with a NUL byte.
-    private static func numericOrName(host: String, port: UInt16) throws(SocketError) -> SocketAddress? {
+    static func numericOrName(host: String, port: UInt16) throws(SocketError) -> SocketAddress? {
         if host.isEmpty || host.utf8.contains(0) {
             throw SocketError(.invalidArgument, .resolve, detail: "host name is empty or contains a NUL byte")
         }

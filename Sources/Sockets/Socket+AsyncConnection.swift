@@ -130,42 +130,41 @@ extension Socket {
         return socket
     }
 
-    /// Resolves `hostPort` and connects a new stream socket to the first of its addresses
-    /// that accepts; the async form of ``connect(to:timeout:deadline:)``, with the same
-    /// rules: `timeout` bounds the whole call, resolution included, and becomes the socket's
-    /// ``timeout``. The name is resolved on a helper thread, never on the task's.
+    /// Resolves `hostPort` and connects a new stream socket to it with Happy Eyeballs v2;
+    /// the async form of ``connect(to:timeout:deadline:attemptDelay:)-(String,_,_,_)``, with
+    /// the same rules: `timeout` bounds the whole call, resolution included, and becomes the
+    /// socket's ``timeout``. The lookups run on the library's resolver threads and each
+    /// attempt waits on the reactor, never on the task's thread; cancelling the task ends
+    /// every attempt and closes its socket.
     ///
-    /// - Throws: ``SocketError`` — the first address's error if all fail, `.nameResolution`,
-    ///   `.invalidArgument`, `.cancelled`.
+    /// - Throws: ``SocketError`` — as the blocking form, and `.cancelled`.
     public nonisolated(nonsending) static func connect(
         to hostPort: String, timeout: SocketTimeout = Socket.defaultTimeout,
-        deadline: ContinuousClock.Instant? = nil
+        deadline: ContinuousClock.Instant? = nil, attemptDelay: Duration = .milliseconds(250)
     ) async throws(SocketError) -> Socket {
         if Task.isCancelled { throw SocketError(.cancelled, .connect, detail: "'\(hostPort)'") }
-        let start = ContinuousClock.now
-        let overall = try dialDeadline(hostPort, timeout: timeout, deadline: deadline, start: start)
-        let addresses: [SocketAddress]
-        do throws(SocketError) {
-            addresses = try await SocketAddress.resolve(hostPort, deadline: overall)
-        } catch {
-            throw asTheCallerSees(error, timeout: timeout, deadline: deadline, start: start)
+        switch try dialTarget(hostPort) {
+        case .address(let address):
+            return try await connect(to: address, timeout: timeout, deadline: deadline)
+        case .name(let host, let port):
+            return try await dialAsync(target: hostPort, lookup: (host, port), addresses: [], timeout: timeout,
+                                       deadline: deadline, attemptDelay: attemptDelay)
         }
-        var firstError: SocketError?
-        for (index, address) in addresses.enumerated() {
-            let attemptDeadline = overall.map { partialDeadline(overall: $0, addressesLeft: addresses.count - index) }
-            if Task.isCancelled { throw SocketError(.cancelled, .connect, address: address) }
-            do throws(SocketError) {
-                let socket = try Socket(address.family, .stream)  // closes itself if connect throws
-                socket.timeout = .never  // the attempt's deadline bounds the wait
-                try await socket.connect(to: address, deadline: attemptDeadline)
-                socket.timeout = timeout
-                return socket
-            } catch {
-                if error.kind == .cancelled { throw error }
-                firstError = firstError ?? asTheCallerSees(error, timeout: timeout, deadline: deadline, start: start)
-                if error.kind == .timedOut && attemptDeadline == overall { break }
-            }
+    }
+
+    /// Connects a new stream socket to the first of `addresses` that accepts, with Happy
+    /// Eyeballs v2; the async form of ``connect(to:timeout:deadline:attemptDelay:)-([SocketAddress],_,_,_)``.
+    ///
+    /// - Throws: ``SocketError`` — as the blocking form, and `.cancelled`.
+    public nonisolated(nonsending) static func connect(
+        to addresses: [SocketAddress], timeout: SocketTimeout = Socket.defaultTimeout,
+        deadline: ContinuousClock.Instant? = nil, attemptDelay: Duration = .milliseconds(250)
+    ) async throws(SocketError) -> Socket {
+        guard let first = addresses.first else {
+            throw SocketError(.invalidArgument, .connect, detail: "no address to connect to")
         }
-        throw dialFailure(firstError, hostPort: hostPort, addressCount: addresses.count)
+        if addresses.count == 1 { return try await connect(to: first, timeout: timeout, deadline: deadline) }
+        return try await dialAsync(target: dialTarget(addresses), lookup: nil, addresses: addresses, timeout: timeout,
+                                   deadline: deadline, attemptDelay: attemptDelay)
     }
 }

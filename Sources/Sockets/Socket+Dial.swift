@@ -1,47 +1,86 @@
 extension Socket {
-    /// Resolves `hostPort` and connects a new stream socket to the first of its addresses
-    /// that accepts, like Python's `socket.create_connection` and Go's `net.Dial`.
+    /// Resolves `hostPort` and connects a new stream socket to it the way browsers do —
+    /// Happy Eyeballs v2 (RFC 8305), as Go's `net.Dial` and SwiftNIO do — within **one**
+    /// time limit for the whole call, name resolution included.
     ///
-    /// `timeout` bounds the **whole** call — name resolution included — and becomes the
-    /// returned socket's ``timeout``; `deadline` can shorten it further. When the name has
-    /// several addresses, each attempt gets a share of the time left (at least 2 s when
-    /// there is that much, as Go does), so one silent address cannot use it all.
+    /// The IPv6 (AAAA) and IPv4 (A) lookups start together, on the library's resolver
+    /// threads; connecting starts as soon as the IPv6 answer is in, or 50 ms after the IPv4
+    /// one if IPv6 is still awaited. Attempts alternate between the families, IPv6 first;
+    /// the next starts when one fails or, while earlier ones are still under way, after
+    /// `attemptDelay`; the first connection to complete wins and the others are closed.
+    /// So an address that never answers (an IPv6 black hole) costs `attemptDelay`, not the
+    /// timeout. Several attempts are waited on together with one `ppoll(2)`: no thread per
+    /// attempt.
     ///
     /// - Parameters:
     ///   - hostPort: `HOST:PORT`, `[IPv6]:PORT`, or a Unix path (see ``SocketAddress/resolve(_:type:deadline:)``).
-    ///   - timeout: ``SocketTimeout/never`` or a timed value; defaults to the process
+    ///     A numeric address or a path is connected to directly.
+    ///   - timeout: bounds the whole call and becomes the returned socket's ``timeout``;
+    ///     ``SocketTimeout/never`` or a timed value, defaulting to the process
     ///     ``defaultTimeout``. Non-blocking is rejected: use ``connect(to:deadline:)``.
-    ///   - deadline: an absolute limit for the whole call.
+    ///   - deadline: an absolute limit for the whole call; the earlier of the two wins.
+    ///   - attemptDelay: how long an attempt has before the next one starts beside it (RFC
+    ///     8305 recommends 250 ms; at least 10 ms).
     /// - Returns: the connected socket.
-    /// - Throws: ``SocketError`` — the first address's error if all fail (`.connectionRefused`,
-    ///   `.timedOut`, ...), `.nameResolution`, `.invalidArgument`.
+    /// - Throws: ``SocketError``. When every address fails, ``SocketError/attempts`` has
+    ///   each one's own error and the message sums them up
+    ///   (`connect to example.org:443 timed out after 5s: 2 addresses: [2001:db8::1]:443 timed out; 192.0.2.1:443 connection refused`);
+    ///   the kind is `.timedOut` if the time ran out, else the most telling of them
+    ///   (`.connectionRefused` before `.unreachable`). If no address came from the resolver
+    ///   in time, the operation is `resolve`, not `connect`. Also `.nameResolution`,
+    ///   `.invalidArgument`.
     public static func connect(
         to hostPort: String, timeout: SocketTimeout = Socket.defaultTimeout,
-        deadline: ContinuousClock.Instant? = nil
+        deadline: ContinuousClock.Instant? = nil, attemptDelay: Duration = .milliseconds(250)
     ) throws(SocketError) -> Socket {
-        let start = ContinuousClock.now
-        let overall = try dialDeadline(hostPort, timeout: timeout, deadline: deadline, start: start)
-        let addresses: [SocketAddress]
-        do {
-            addresses = try SocketAddress.resolve(hostPort, deadline: overall)
-        } catch {
-            throw asTheCallerSees(error, timeout: timeout, deadline: deadline, start: start)
+        switch try dialTarget(hostPort) {
+        case .address(let address):
+            return try connect(to: address, timeout: timeout, deadline: deadline)
+        case .name(let host, let port):
+            return try dial(target: hostPort, lookup: (host, port), addresses: [], timeout: timeout,
+                            deadline: deadline, attemptDelay: attemptDelay)
         }
-        var firstError: SocketError?
-        for (index, address) in addresses.enumerated() {
-            let attemptDeadline = overall.map { partialDeadline(overall: $0, addressesLeft: addresses.count - index) }
-            do throws(SocketError) {
-                let socket = try Socket(address.family, .stream)  // closes itself if connect throws
-                socket.timeout = .never  // the attempt's deadline bounds the wait
-                try socket.connect(to: address, deadline: attemptDeadline)
-                socket.timeout = timeout
-                return socket
-            } catch {
-                firstError = firstError ?? asTheCallerSees(error, timeout: timeout, deadline: deadline, start: start)
-                if error.kind == .timedOut && attemptDeadline == overall { break }
-            }
+    }
+
+    /// Connects a new stream socket to the first of `addresses` that accepts, with the
+    /// algorithm of ``connect(to:timeout:deadline:attemptDelay:)-(String,_,_,_)`` (Happy
+    /// Eyeballs v2): for addresses you resolved yourself. The families alternate, starting
+    /// with the first address's; within a family the order is yours.
+    ///
+    /// - Throws: ``SocketError`` — as the by-name form (``SocketError/attempts`` has each
+    ///   address's error); `.invalidArgument` for an empty list.
+    public static func connect(
+        to addresses: [SocketAddress], timeout: SocketTimeout = Socket.defaultTimeout,
+        deadline: ContinuousClock.Instant? = nil, attemptDelay: Duration = .milliseconds(250)
+    ) throws(SocketError) -> Socket {
+        guard let first = addresses.first else {
+            throw SocketError(.invalidArgument, .connect, detail: "no address to connect to")
         }
-        throw dialFailure(firstError, hostPort: hostPort, addressCount: addresses.count)
+        if addresses.count == 1 { return try connect(to: first, timeout: timeout, deadline: deadline) }
+        return try dial(target: dialTarget(addresses), lookup: nil, addresses: addresses, timeout: timeout,
+                        deadline: deadline, attemptDelay: attemptDelay)
+    }
+
+    /// What `hostPort` names: an address to connect to directly, or a name to look up.
+    enum DialTarget {
+        case address(SocketAddress)
+        case name(String, UInt16)
+    }
+
+    static func dialTarget(_ hostPort: String) throws(SocketError) -> DialTarget {
+        if let path = SocketAddress.unixPath(in: hostPort) {
+            try SocketAddress.validateUnixPath(path, input: hostPort)
+            return .address(.unix(path: path))
+        }
+        let (host, port) = try HostPort.split(hostPort)
+        if let numeric = try SocketAddress.numericOrName(host: host, port: port) { return .address(numeric) }
+        return .name(host, port)
+    }
+
+    /// A list's name in messages: `[::1]:80, 127.0.0.1:80`, or the first and how many more.
+    static func dialTarget(_ addresses: [SocketAddress]) -> String {
+        addresses.count <= 3 ? addresses.map { "\($0)" }.joined(separator: ", ")
+            : "\(addresses[0]) and \(addresses.count - 1) more addresses"
     }
 
     /// Connects a new socket to `address`: the one-call form of `Socket(address.family, type)`
@@ -97,23 +136,5 @@ extension Socket {
         let allowed = byTimeout ? timeout.duration : deadline.map { $0 - start }
         let seen = SocketError(timedOut: error.operation, after: allowed, byTimeout ? .timeout : .deadline, address: error.address)
         return error.detail.map { seen.with(detail: $0) } ?? seen
-    }
-
-    /// The error of a dial in which no address accepted: the first address's.
-    static func dialFailure(_ first: SocketError?, hostPort: String, addressCount: Int) -> SocketError {
-        let error = first ?? SocketError(.nameResolution, .connect, detail: "'\(hostPort)' gave no address")
-        return addressCount > 1 ? error.with(detail: "\(addressCount) addresses for '\(hostPort)', first error shown") : error
-    }
-
-    /// Go's `partialDeadline`: the time left split evenly among the addresses still to
-    /// try, but no less than 2 s while that much is left.
-    static func partialDeadline(overall: ContinuousClock.Instant, addressesLeft: Int) -> ContinuousClock.Instant {
-        let now = ContinuousClock.now
-        let left = overall - now
-        guard left > .zero, addressesLeft > 1 else { return overall }
-        let share = left / addressesLeft
-        let saneMinimum = Duration.seconds(2)
-        if share < saneMinimum { return left < saneMinimum ? overall : now + saneMinimum }
-        return now + share
     }
 }

@@ -166,9 +166,13 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
         let bytesTransferred: Int?
         let detail: String?
         let cause: TimeoutCause?
+        /// What the operation was aimed at when no single address says it: `host:port`.
+        let target: String?
+        let attempts: [SocketError]
 
         init(_ kind: Kind, _ operation: Operation, _ address: SocketAddress?, _ errno: Errno?,
-             _ timeout: Duration?, _ bytesTransferred: Int?, _ detail: String?, _ cause: TimeoutCause?) {
+             _ timeout: Duration?, _ bytesTransferred: Int?, _ detail: String?, _ cause: TimeoutCause?,
+             target: String? = nil, attempts: [SocketError] = []) {
             self.kind = kind
             self.operation = operation
             self.address = address
@@ -177,6 +181,8 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
             self.bytesTransferred = bytesTransferred
             self.detail = detail
             self.cause = cause
+            self.target = target
+            self.attempts = attempts
         }
     }
 
@@ -215,6 +221,10 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
     public var bytesTransferred: Int? { fields.bytesTransferred }
     /// Extra words for a person: what was invalid, which name failed to resolve, ...
     public var detail: String? { fields.detail }
+    /// For a connect to several addresses that all failed (``Socket/connect(to:timeout:deadline:attemptDelay:)-(String,_,_,_)``
+    /// and the list form): each address's own error, in the order they were tried — refused,
+    /// timed out, unreachable, ... Empty for every other error. The message sums them up.
+    public var attempts: [SocketError] { fields.attempts }
 
     /// Makes an error in the library's vocabulary: for code that wraps sockets and reports
     /// its own failures with the same type, so that a `throws(SocketError)` helper can throw
@@ -243,8 +253,16 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
         fields = Fields(.timedOut, operation, address, nil, timeout, nil, nil, cause)
     }
 
+    /// The error of a connect to several addresses, or of the lookup before it: aimed at
+    /// `target` (`host:port`), with every attempt's own error.
+    init(_ kind: Kind, _ operation: Operation, target: String, errno: Errno?, timeout: Duration?,
+         cause: TimeoutCause?, attempts: [SocketError], detail: String?) {
+        fields = Fields(kind, operation, nil, errno, timeout, nil, detail, cause, target: target, attempts: attempts)
+    }
+
     private init(copying f: Fields, address: SocketAddress?, bytesTransferred: Int?, detail: String?) {
-        fields = Fields(f.kind, f.operation, address, f.errno, f.timeout, bytesTransferred, detail, f.cause)
+        fields = Fields(f.kind, f.operation, address, f.errno, f.timeout, bytesTransferred, detail, f.cause,
+                        target: f.target, attempts: f.attempts)
     }
 
     /// An error from a system call, classified by its errno.
@@ -271,7 +289,11 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
 
     public var description: String {
         var text = operation.name
-        if let address { text += " \(operation.preposition) \(address)" }
+        if let address {
+            text += " \(operation.preposition) \(address)"
+        } else if let target = fields.target {
+            text += " \(operation.preposition) \(target)"
+        }
         switch kind {
         case .timedOut:
             let passed = timeout == .zero ? "had already passed" : "passed"

@@ -55,11 +55,21 @@ func connectedPair(_ family: SocketAddress.Family = .ipv4) throws -> (Socket, So
 
 /// A listener with a backlog of 0 whose queue has been filled, so that a further connect
 /// hears nothing (Linux drops the SYN). Returns the listener, the fillers, the address.
-func fullQueueListener() throws -> (Socket, [Socket], SocketAddress) {
-    let (server, address) = try makeListener(backlog: 0)
+/// `at`: the address to listen on (default 127.0.0.1, any port).
+func fullQueueListener(at place: SocketAddress? = nil) throws -> (Socket, [Socket], SocketAddress) {
+    let server: Socket
+    let address: SocketAddress
+    if let place {
+        server = try Socket(place.family)
+        try server.bind(to: place)
+        try server.listen(backlog: 0)
+        address = try server.localAddress
+    } else {
+        (server, address) = try makeListener(backlog: 0)
+    }
     var fillers: [Socket] = []
     for _ in 0..<16 {
-        let filler = try Socket(.ipv4)
+        let filler = try Socket(address.family)
         fillers.append(filler)
         // (A typed `do` with a filtered `catch` here hangs Swift 6.3's SIL optimizer.)
         let attempt = Result { () throws(SocketError) in try filler.connect(to: address, deadline: .now + .milliseconds(100)) }

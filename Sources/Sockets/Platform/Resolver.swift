@@ -22,7 +22,7 @@ extension Sys {
     /// the system resolver takes.
     static func getAddrInfo(host: String, port: UInt16, type: CInt, family: CInt = AF_UNSPEC) -> Result<[SocketAddress], ResolveFailure> {
         #if DEBUG
-        Seam.beforeResolve(host)
+        if let injected = Seam.beforeResolve(host) { return .failure(ResolveFailure(message: injected, errno: nil)) }
         #endif
         var hints = addrinfo()
         hints.ai_family = family

@@ -26,11 +26,12 @@ enum Seam {
     static func install(_ hook: Hook?) { installed.withLock { $0 = hook } }
 
     /// Called on a resolver thread before each `getaddrinfo(3)` with the host: a test's
-    /// stand-in for a resolver that hangs (it may block until the test lets it go).
-    typealias ResolveHook = @Sendable (_ host: String) -> Void
+    /// stand-in for a resolver that hangs. It may block until the test lets it go, then
+    /// return an error for the lookup (no query is sent), or return nil to go ahead.
+    typealias ResolveHook = @Sendable (_ host: String) -> String?
     private static let resolveHook = Locked<ResolveHook?>(nil)
     static func installResolveHook(_ hook: ResolveHook?) { resolveHook.withLock { $0 = hook } }
-    static func beforeResolve(_ host: String) { resolveHook.withLock { $0 }?(host) }
+    static func beforeResolve(_ host: String) -> String? { resolveHook.withLock { $0 }?(host) }
 
     static func fault(_ call: Syscall, _ fd: CInt, mayWait: Bool = false) -> Errno? {
         guard let hook = installed.withLock({ $0 }) else { return nil }

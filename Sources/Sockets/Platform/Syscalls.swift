@@ -470,6 +470,30 @@ enum Sys {
         return .success(PollOutcome(revents: fd < 0 ? 0 : fds.0.revents, woken: waker >= 0 && fds.1.revents != 0))
     }
 
+    /// Waits for `events[i]` on `fds[i]` for at most `nanoseconds` (nil: forever) and
+    /// returns each descriptor's `revents`: several connects and lookups waited on together
+    /// (HappyEyeballs.swift). EINTR comes back as a failure for the caller to retry.
+    static func poll(_ fds: [CInt], events: [Int16], nanoseconds: Int64?) -> Result<[Int16], Errno> {
+        var list = zip(fds, events).map { pollfd(fd: $0, events: $1, revents: 0) }
+        let rc: CInt = list.withUnsafeMutableBufferPointer { buffer in
+            #if os(Linux)
+            if let nanoseconds {
+                var ts = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+                return csockets_ppoll(buffer.baseAddress, nfds_t(buffer.count), &ts)
+            }
+            return csockets_ppoll(buffer.baseAddress, nfds_t(buffer.count), nil)
+            #else
+            var ms: CInt = -1
+            if let nanoseconds {
+                ms = CInt(clamping: nanoseconds / 1_000_000 + (nanoseconds % 1_000_000 == 0 ? 0 : 1))
+            }
+            return Darwin.poll(buffer.baseAddress, nfds_t(buffer.count), ms)
+            #endif
+        }
+        if rc < 0 { return .failure(lastErrno()) }
+        return .success(list.map(\.revents))
+    }
+
     // MARK: the waker
 
     /// The descriptor pair ``Socket/close()`` writes to so that every call waiting in `poll`
