@@ -232,6 +232,9 @@ extension Socket {
         target: String, lookup: (host: String, port: UInt16)?, addresses: [SocketAddress],
         timeout: SocketTimeout, deadline: ContinuousClock.Instant?, attemptDelay: Duration
     ) throws(SocketError) -> Socket {
+        if Reactor.isReactorThread {  // its ppoll would stall every socket the reactor serves
+            throw SocketError(.wouldBlock, .connect, detail: WaitBudget.reactorThreadDetail)
+        }
         let start = ContinuousClock.now
         let overall = try dialDeadline(target, timeout: timeout, deadline: deadline, start: start)
         let delay = try attemptDelayNanoseconds(attemptDelay)

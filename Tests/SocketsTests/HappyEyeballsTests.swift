@@ -185,6 +185,39 @@ struct HappyEyeballsTests {
         #expect(ResolverPool.shared.threadCount == 0)
     }
 
+    @Test("the plan: AAAA first at once; after an A answer, 50 ms for the AAAA one; late answers join; families alternate")
+    func plan() throws {
+        let a1 = SocketAddress.ipv4(.loopback, port: 1), a2 = SocketAddress.ipv4(.loopback, port: 2)
+        let b1 = SocketAddress.ipv6(.loopback, port: 1), b2 = SocketAddress.ipv6(.loopback, port: 2)
+        var plan = EyeballsPlan(resolving: ())
+        #expect(plan.next(now: 0) == nil)  // nothing yet
+        plan.answered(.ipv4, [a1, a2], now: 1_000)
+        #expect(plan.firstAttemptAt == 1_000 + EyeballsPlan.resolutionDelay)
+        #expect(plan.next(now: 1_000 + EyeballsPlan.resolutionDelay - 1) == nil)  // the resolution delay
+        plan.answered(.ipv6, [b1, b2], now: 20_000_000)  // AAAA within it: IPv6 first, at once
+        #expect(plan.next(now: 20_000_000) == b1)
+        #expect(plan.next(now: 20_000_001) == a1)
+        #expect(plan.next(now: 20_000_002) == b2)
+        #expect(plan.next(now: 20_000_003) == a2)
+        #expect(plan.next(now: 20_000_004) == nil && !plan.hasUntried)
+
+        var late = EyeballsPlan(resolving: ())
+        late.answered(.ipv4, [a1, a2], now: 0)
+        #expect(late.next(now: EyeballsPlan.resolutionDelay) == a1)  // no AAAA in 50 ms: IPv4 goes
+        late.answered(.ipv6, [b1], now: EyeballsPlan.resolutionDelay + 5)  // a late AAAA joins, next
+        #expect(late.next(now: EyeballsPlan.resolutionDelay + 6) == b1)
+        #expect(late.next(now: EyeballsPlan.resolutionDelay + 7) == a2)
+
+        var aaaaFirst = EyeballsPlan(resolving: ())
+        aaaaFirst.answered(.ipv6, [b1], now: 0)
+        #expect(aaaaFirst.next(now: 0) == b1)  // no waiting for the A answer
+
+        var list = EyeballsPlan([a1, a2, b1])  // a list: the first address's family first
+        #expect(list.next(now: 0) == a1)
+        #expect(list.next(now: 0) == b1)
+        #expect(list.next(now: 0) == a2)
+    }
+
     @Test("attemptDelay under 10 ms, an empty list: a clear error, no descriptor")
     func badInput() throws {
         let (working, v4) = try makeListener()
