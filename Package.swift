@@ -11,7 +11,7 @@ let package = Package(
         .executable(name: "sock", targets: ["sock"]),
     ],
     dependencies: [
-        // Errno: the ecosystem's errno vocabulary, so callers can `catch Errno.x` style.
+        // Errno: the ecosystem's errno vocabulary (SocketError.errno; `catch Errno.x` matches it).
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         // The `sock` command line.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -311,8 +311,13 @@ extension Socket {
     nonisolated(nonsending) func receive(from buffer: UnsafeMutableRawBufferPointer, deadlineLeft: Int64?) async throws(SocketError) -> (count: Int, sender: SocketAddress) {
         var call = try beginAsyncCall(.receiveFrom, address: nil, deadlineLeft: deadlineLeft)
         defer { endAsyncCall(call) }
-        let (count, sender, named) = try await performAsync(&call, .receive) { _ throws(Errno) in
-            try Attempt.run(mayWait: false) { Sys.recvFrom(fd, buffer, mayWait: false) }
+        let (count, sender, named): (Int, SocketAddress, Bool)
+        do throws(SocketError) {
+            (count, sender, named) = try await performAsync(&call, .receive) { _ throws(Errno) in
+                try Attempt.run(mayWait: false) { Sys.recvFrom(fd, buffer, mayWait: false) }
+            }
+        } catch {
+            throw addressed(error)  // a connected datagram socket's peer (an ICMP refusal)
         }
         if count == 0 && !named && isClosed { throw SocketError(.closed, .receiveFrom) }
         return (count, sender)
@@ -326,10 +331,15 @@ extension Socket {
     public nonisolated(nonsending) func receive(from buffer: inout [UInt8], deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> (count: Int, sender: SocketAddress) {
         var call = try beginAsyncCall(.receiveFrom, address: nil, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
         defer { endAsyncCall(call) }
-        let (count, sender, named) = try await performAsync(&call, .receive) { _ throws(Errno) in
-            try withMutableBytes(&buffer) { raw throws(Errno) in
-                try Attempt.run(mayWait: false) { Sys.recvFrom(fd, raw, mayWait: false) }
+        let (count, sender, named): (Int, SocketAddress, Bool)
+        do throws(SocketError) {
+            (count, sender, named) = try await performAsync(&call, .receive) { _ throws(Errno) in
+                try withMutableBytes(&buffer) { raw throws(Errno) in
+                    try Attempt.run(mayWait: false) { Sys.recvFrom(fd, raw, mayWait: false) }
+                }
             }
+        } catch {
+            throw addressed(error)
         }
         if count == 0 && !named && isClosed { throw SocketError(.closed, .receiveFrom) }
         return (count, sender)
@@ -342,10 +352,15 @@ extension Socket {
         }
         var call = try beginAsyncCall(.receiveFrom, address: nil, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
         defer { endAsyncCall(call) }
-        let (bytes, (sender, named)) = try await performAsync(&call, .receive) { _ throws(Errno) in
-            try filledArray(capacity: maxCount) { buffer throws(Errno) in
-                try Attempt.run(mayWait: false) { Sys.recvFrom(fd, buffer, mayWait: false) }.map { ($0.0, ($0.1, $0.named)) }
+        let (bytes, (sender, named)): ([UInt8], (SocketAddress, Bool))
+        do throws(SocketError) {
+            (bytes, (sender, named)) = try await performAsync(&call, .receive) { _ throws(Errno) in
+                try filledArray(capacity: maxCount) { buffer throws(Errno) in
+                    try Attempt.run(mayWait: false) { Sys.recvFrom(fd, buffer, mayWait: false) }.map { ($0.0, ($0.1, $0.named)) }
+                }
             }
+        } catch {
+            throw addressed(error)
         }
         if bytes.isEmpty && !named && isClosed { throw SocketError(.closed, .receiveFrom) }
         return (bytes, sender)

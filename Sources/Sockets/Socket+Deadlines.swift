@@ -31,8 +31,10 @@ struct SocketDeadlines {
     /// a change can reach them (in poll, with the waker).
     var receiveUsed = false
     var sendUsed = false
-    /// Blocking calls in a poll that watches the waker for a change.
-    var watchers = 0
+    /// Blocking calls in a poll that watches the waker for a change, by direction.
+    var receiveWatchers = 0
+    var sendWatchers = 0
+    var watchers: Int { receiveWatchers + sendWatchers }
     /// The waker was written for a change and is not drained yet.
     var rung = false
     /// Counts the changes made while calls watched; a watcher notes it when it starts.
@@ -72,7 +74,9 @@ extension Socket {
     ///
     /// A waiting call sees the change within a millisecond — except, on Linux, a blocking
     /// call that was already waiting when this direction's *first* deadline was set: it may
-    /// be asleep in the kernel (`SO_RCVTIMEO`), and sees the change within 250 ms. From the
+    /// be asleep in the kernel (`SO_RCVTIMEO`), and sees the change within about 250 ms
+    /// (the kernel's timer, which may run a few milliseconds over); so does a blocking call
+    /// when the process has no descriptor to spare for the eventfd. From the
     /// first deadline on, this direction's blocking calls wait in `ppoll(2)` on the socket
     /// and an eventfd that a change writes to (one more descriptor; one more system call per
     /// wait than the kernel's own sleep). To have even the first change reach a waiting call
@@ -107,7 +111,9 @@ extension Socket {
             if s.closing { return }
             if receive { s.deadlines.set(.receive, end) }
             if send { s.deadlines.set(.send, end) }
-            if s.deadlines.watchers > 0, let waker = s.waker {
+            // Only a change that concerns a waiting call rings the waker (which wakes them all).
+            let concerned = (receive ? s.deadlines.receiveWatchers : 0) + (send ? s.deadlines.sendWatchers : 0)
+            if concerned > 0, let waker = s.waker {
                 s.deadlines.generation &+= 1
                 s.deadlines.unseen = s.deadlines.watchers
                 if !s.deadlines.rung {
@@ -138,8 +144,8 @@ extension Socket {
     }
 
     /// A blocking call starts watching the waker for a change (under the lock).
-    func startWatchingDeadlines(_ s: inout State, _ call: inout Call) {
-        s.deadlines.watchers += 1
+    func startWatchingDeadlines(_ s: inout State, _ call: inout Call, _ direction: WaitDirection) {
+        if direction == .receive { s.deadlines.receiveWatchers += 1 } else { s.deadlines.sendWatchers += 1 }
         call.watchesDeadlines = true
         call.watchGeneration = s.deadlines.generation
     }
@@ -148,7 +154,7 @@ extension Socket {
     /// were watching when the last change was made drains the waker — never after
     /// `close()`, which may rely on it staying readable.
     func stopWatchingDeadlines(_ s: inout State, _ call: inout Call) {
-        s.deadlines.watchers -= 1
+        if call.kind.direction == .receive { s.deadlines.receiveWatchers -= 1 } else { s.deadlines.sendWatchers -= 1 }
         call.watchesDeadlines = false
         guard call.watchGeneration != s.deadlines.generation, s.deadlines.rung else { return }
         s.deadlines.unseen -= 1

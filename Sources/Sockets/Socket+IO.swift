@@ -306,8 +306,13 @@ extension Socket {
     /// The body of both forms: the deadline in nanoseconds left (nil: none).
     func receive(from buffer: UnsafeMutableRawBufferPointer, deadlineLeft: Int64?) throws(SocketError) -> (count: Int, sender: SocketAddress) {
         try withCall(.receiveFrom, address: nil, deadlineLeft: deadlineLeft, .receive) { call throws(SocketError) in
-            let (count, sender, named) = try perform(&call) { mayWait, _ throws(Errno) in
-                try Attempt.run(mayWait: mayWait) { Sys.recvFrom(fd, buffer, mayWait: mayWait) }
+            let (count, sender, named): (Int, SocketAddress, Bool)
+            do throws(SocketError) {
+                (count, sender, named) = try perform(&call) { mayWait, _ throws(Errno) in
+                    try Attempt.run(mayWait: mayWait) { Sys.recvFrom(fd, buffer, mayWait: mayWait) }
+                }
+            } catch {
+                throw addressed(error)  // a connected datagram socket's peer (an ICMP refusal)
             }
             // The wake-up of close()'s shutdown reads as an empty datagram from nobody. A
             // datagram that did arrive is delivered, even if close() has begun meanwhile.

@@ -1,4 +1,7 @@
-import SystemPackage
+// Re-exported: `SocketError.errno` is swift-system's `Errno`, and a user who writes
+// `catch Errno.connectionRefused` or `error.errno == .connectionRefused` should not need a
+// dependency of their own to name it.
+@_exported import SystemPackage
 
 /// The one error every `Sockets` call throws: what happened (``kind``), during which
 /// operation, with which address, the `errno` underneath if there was one, and for a
@@ -99,7 +102,7 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
             ("sendAll", "to"),
             ("receive", "from"),
             ("send", "to"),  // send(_:to:): messages use the public names
-            ("receive", "on"),  // receive(from:), receiveDatagram
+            ("receive", "from"),  // receive(from:), receiveDatagram: the address is a connected peer
             ("shutdown", "of"),
             ("setOption", "on"),
             ("getOption", "on"),
@@ -209,9 +212,10 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
     /// The system error underneath, if any. Nil for ``Kind/timedOut``, ``Kind/closed``,
     /// ``Kind/endOfStream`` and most ``Kind/invalidArgument`` errors.
     public var errno: Errno? { fields.errno }
-    /// For ``Kind/timedOut``: how long the operation was allowed (from its start to the
-    /// earliest of the socket's timeout, the caller's deadline and the socket's deadline).
-    /// Zero when a deadline had already passed when the call began. The message names the
+    /// For ``Kind/timedOut``: how long the operation was allowed, from its start to the
+    /// earlier of the socket's timeout and the caller's deadline; zero when a deadline had
+    /// already passed when the call began; nil when the socket's deadline ended it (which
+    /// may have been set while the call waited). The message names the
     /// limit that ended the call: `timed out after 2s` for a timeout, `the deadline passed`
     /// for a `deadline:`, `the socket's receive deadline passed` for
     /// ``Socket/setReceiveDeadline(_:)``.
@@ -329,6 +333,15 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
         return text
     }
 
+}
+
+extension Errno {
+    /// Lets `catch Errno.connectionRefused` match a ``SocketError`` whose ``SocketError/errno``
+    /// it is (as well as a thrown `Errno` itself).
+    public static func ~= (errno: Errno, error: any Error) -> Bool {
+        if let error = error as? SocketError { return error.errno == errno }
+        return (error as? Errno) == errno
+    }
 }
 
 extension SocketError.Kind {

@@ -34,4 +34,29 @@ struct PublicErrorTests {
         let timeout = SocketError(.timedOut, .connect, address: .ipv4(.loopback, port: 80), timeout: .seconds(2))
         #expect(timeout.description == "connect to 127.0.0.1:80 timed out after 2s")
     }
+
+    @Test("catch Errno.x matches a SocketError with that errno; a connected UDP socket's errors name the peer")
+    func errnoPatternAndDatagramPeer() throws {
+        let (holder, refusing) = try refusingPort()
+        defer { holder.close() }
+        var matched = false
+        do {
+            _ = try Socket.connect(to: refusing, timeout: try .after(.seconds(5)))
+        } catch Errno.connectionRefused {
+            matched = true
+        } catch {
+            Issue.record("not matched: \(error)")
+        }
+        #expect(matched)
+
+        let gone = try Socket(.ipv4, .datagram)
+        try gone.bind(to: .ipv4(.loopback, port: 0))
+        let target = try gone.localAddress
+        gone.close()  // nothing listens there now: the kernel answers with an ICMP refusal
+        let udp = try Socket.connect(to: target, type: .datagram)
+        defer { udp.close() }
+        _ = try udp.send([1])
+        let (error, _) = expectFailure(.connectionRefused) { _ = try udp.receiveDatagram(deadline: .now + .seconds(5)) }
+        #expect(error.map { "\($0)" } == "receive from \(target) failed: Connection refused (ECONNREFUSED)")
+    }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Sockets
+import SystemPackage
 import Testing
 
 // Socket deadlines (Go's SetReadDeadline): set from another thread, they reach calls
@@ -206,6 +207,40 @@ struct SocketDeadlineTests {
         #expect(used < .milliseconds(200), "the waiting receives used \(used) of CPU in 500 ms")
         client.setReceiveDeadline(.now)
         for call in calls { #expect(try call.value().error?.kind == .timedOut) }
+    }
+
+    @Test("with no descriptor to spare for the eventfd, a deadline still reaches a waiting receive (by its 250 ms looks)")
+    func noDescriptorToSpare() throws {
+        let (client, server) = try connectedPair()
+        defer { server.close(); client.close() }
+        client.setReceiveDeadline(nil)
+        var saved = rlimit()
+        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &saved)
+        let highest = (try openDescriptors()).compactMap { Int($0.split(separator: " ")[0]) }.max() ?? 1000
+        var low = saved
+        low.rlim_cur = rlim_t(highest + 1)
+        var fillers: [CInt] = []
+        let call: Background<(error: SocketError?, at: ContinuousClock.Instant)>
+        do {
+            defer {
+                setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &saved)
+                fillers.forEach { Glibc.close($0) }
+            }
+            setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &low)
+            while fillers.count < 10_000 {
+                let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+                if fd < 0 { break }
+                fillers.append(fd)
+            }
+            try #require(open("/dev/null", O_RDONLY) < 0, "the descriptor table is not full")
+            call = waiting { _ = try client.receive(upTo: 100) }
+            pause(.milliseconds(100))  // it has tried to make its eventfd, and failed
+        }
+        let set = ContinuousClock.now
+        client.setReceiveDeadline(.now)
+        let (error, at) = try call.value()
+        #expect(error?.kind == .timedOut, "\(String(describing: error))")
+        #expect(at - set < .milliseconds(1000), "took \(at - set)")
     }
 
     @Test("close() still ends a call that watches the deadline")

@@ -204,9 +204,11 @@ extension Socket {
                 let direction = call.budget.socketDeadlineDirection
                 let watch = direction.map { s.deadlines.used($0) } ?? false
                 if (needsWaker || watch) && call.waker == -2 { call.waker = waker(&s) }
-                if watch, let direction, call.waker >= 0 {
+                if watch, let direction {
                     call.socketEnd = s.deadlines.end(direction)
-                    startWatchingDeadlines(&s, &call)
+                    // Without a waker (no descriptor to spare) the wait looks again every
+                    // KernelTimer.reach instead (waitForNextAttempt).
+                    if call.waker >= 0 { startWatchingDeadlines(&s, &call, direction) }
                 }
             }
             return nil
