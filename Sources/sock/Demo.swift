@@ -115,9 +115,9 @@ struct Scenarios {
         case .failure(let error) where error.kind == .connectionRefused:
             return elapsed < t ? "refused at once (ECONNREFUSED)" : "refused (ECONNREFUSED)"
         case .failure(let error) where error.kind == .timedOut:
-            if error.timeout == safety { return "still waiting after \(short(safety)): stopped by the demo" }
+            if error.timeout == safety { return "still waiting after \(formatDuration(safety)): stopped by the demo" }
             let late = elapsed - (error.timeout ?? .zero)
-            return "timed out after \(short(error.timeout ?? .zero)) (\(formatElapsed(late)) late)"
+            return "timed out after \(formatDuration(error.timeout ?? .zero)) (\(formatElapsed(late)) late)"
         case .failure(let error):
             return "\(error.kind)"
         }
@@ -187,7 +187,7 @@ struct Scenarios {
         let outcome: String
         switch result {
         case .failure(let error) where error.kind == .closed:
-            outcome = "not applied (timeout: \(applied)): stopped by close() at \(short(safety))"
+            outcome = "not applied (timeout: \(applied)): stopped by close() at \(formatDuration(safety))"
         default:
             outcome = describe(result, elapsed: elapsed)
         }
@@ -259,9 +259,4 @@ struct Scenarios {
         }
         return (server, fillers, target)
     }
-}
-
-/// `1.5s`, `500ms`: the library's own duration wording.
-private func short(_ d: Duration) -> String {
-    (try? SocketTimeout.after(d))?.description ?? "\(d)"
 }

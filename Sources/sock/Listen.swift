@@ -6,14 +6,26 @@ struct Listen: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Accept a connection on [HOST:]PORT and copy stdin to it and it to stdout.",
         discussion: """
-            HOST defaults to 127.0.0.1 (never every interface unless you ask: 0.0.0.0:PORT).
+            HOST defaults to 127.0.0.1 (never every interface unless you ask: 0.0.0.0:PORT). \
             Prints 'listening on HOST:PORT' on stderr with the real port, also for port 0.
-            Without --keep-open: one connection; ends when the peer has closed and stdin is sent.
-            With --keep-open: serves connections at once, each in its own task on the library's
-            reactors (no thread per connection), their data to stdout (stdin is not read),
-            with a backlog of 4096 (capped by the kernel's somaxconn); a connection silent
-            for --timeout is closed;
-            at the descriptor limit (EMFILE) it backs off (5 ms doubling to 1 s) and resumes.
+
+            Without --keep-open: one connection. The session ends when the peer has finished \
+            sending (end of stream) and everything it sent is on stdout. Input that stdin has \
+            ready, or goes on delivering with no pause of 250 ms, is still sent (the peer may \
+            only have half-closed); stdin is not waited for beyond that, so a terminal or \
+            `sleep 30 |` does not keep the session open. What could not be delivered ends \
+            with a non-zero exit and a message saying how many bytes. --no-shutdown and \
+            --quit-after as for connect.
+
+            --timeout D (or --idle-timeout D): end with exit 124 once nothing has moved in \
+            either direction for D. --accept-timeout D: exit 124 if no connection came \
+            within D.
+
+            With --keep-open: serves connections at once, each in its own task on the \
+            library's reactors (no thread per connection), their data to stdout (stdin is not \
+            read), with a backlog of 4096 (capped by the kernel's somaxconn); a connection \
+            silent for the idle timeout is closed. At the descriptor limit (EMFILE) it backs \
+            off (5 ms doubling to 1 s) and resumes.
             """
     )
 
@@ -23,11 +35,16 @@ struct Listen: AsyncParsableCommand {
     @Option(name: .customLong("accept-timeout"), help: "Give up if no connection arrives within this long.", transform: parseDuration)
     var acceptTimeout: DurationArgument?
 
-    @Option(help: "The connection's timeout for each wait on the peer.", transform: parseDuration)
+    @Option(help: "The idle timeout (nc -w): the same as --idle-timeout.", transform: parseDuration)
     var timeout: DurationArgument?
 
     @Flag(name: .customLong("keep-open"), help: "Keep accepting connections.")
     var keepOpen = false
+
+    @OptionGroup var session: SessionOptions
+
+    /// The idle timeout: --idle-timeout, else --timeout.
+    private var idleTimeout: SocketTimeout? { (session.idleTimeout ?? timeout)?.timeout }
 
     func run() async throws {
         do {
@@ -49,10 +66,8 @@ struct Listen: AsyncParsableCommand {
         let (connection, peer) = try server.accept()
         server.close()
         printError("connection from \(peer)")
-        connection.timeout = timeout?.timeout ?? .never
-        if let error = Relay(socket: connection, endWhenPeerCloses: false).run() {
-            throw Exit.report(error)
-        }
+        let code = Relay(socket: connection, rules: session.rules(.listener, timeout: timeout)).run()
+        if code != .success { throw code }
     }
     private func makeServer() throws(SocketError) -> Socket {
         let text = endpoint.allSatisfy(\.isNumber) ? "127.0.0.1:\(endpoint)" : endpoint
@@ -71,7 +86,7 @@ struct Listen: AsyncParsableCommand {
     /// throwing (the accept timeout, or an error that is not about descriptors).
     private func serve(_ server: Socket) async throws(SocketError) {
         let stdoutLock = NSLock()
-        try await server.serve(connectionTimeout: timeout?.timeout ?? .never, events: { event in
+        try await server.serve(connectionTimeout: idleTimeout ?? .never, events: { event in
             switch event {
             case .backingOff(let error, let retryIn) where retryIn == .milliseconds(5):
                 printError("sock: \(error); backing off")

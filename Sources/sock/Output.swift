@@ -16,10 +16,11 @@ func printOut(_ text: String) {
     writeAll(1, Array((text + "\n").utf8))
 }
 
-/// Writes all of `bytes` to a descriptor, retrying EINTR and short writes. False when the
-/// descriptor is closed (EPIPE: stdout's reader went away) or fails.
+/// Writes all of `bytes` to a descriptor, retrying EINTR and short writes; `progress` is
+/// told each write's count. False when the descriptor is closed (EPIPE: stdout's reader went
+/// away) or fails, with errno saying why.
 @discardableResult
-func writeAll(_ fd: CInt, _ bytes: [UInt8]) -> Bool {
+func writeAll(_ fd: CInt, _ bytes: [UInt8], progress: (Int) -> Void = { _ in }) -> Bool {
     var offset = 0
     while offset < bytes.count {
         let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
@@ -28,18 +29,28 @@ func writeAll(_ fd: CInt, _ bytes: [UInt8]) -> Bool {
             return false
         }
         offset += n
+        progress(n)
     }
     return true
 }
 
-/// Reads up to `count` bytes from a descriptor: nil on error, empty at end of file.
-func readSome(_ fd: CInt, _ count: Int) -> [UInt8]? {
-    var buffer = [UInt8](repeating: 0, count: count)
+/// Reads up to `buffer.count` bytes from a descriptor into `buffer`, retrying EINTR: the count,
+/// 0 at end of file, -1 on error (errno says why).
+func readSome(_ fd: CInt, into buffer: inout [UInt8]) -> Int {
     while true {
         let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n >= 0 { return Array(buffer.prefix(n)) }
-        if errno == EINTR { continue }
-        return nil
+        if n >= 0 || errno != EINTR { return n }
+    }
+}
+
+/// Waits, as long as it takes, until `fd` has something to read or has ended (without reading
+/// it). False if the descriptor is not open (then there is no input at all).
+func waitForInput(_ fd: CInt) -> Bool {
+    var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+    while true {
+        let n = poll(&entry, 1, -1)
+        if n > 0 { return entry.revents & Int16(POLLNVAL) == 0 }
+        if n < 0 && errno != EINTR { return true }  // let the read say what is wrong
     }
 }
 

@@ -73,7 +73,7 @@ struct CLITests {
         #expect(err.contains("timed out after 200ms"), "\(err)")
     }
 
-    @Test("connect --timeout to a silent peer: exit 124 after the timeout")
+    @Test("connect --timeout to a silent peer: the idle timeout, exit 124 after it")
     func silentPeer() throws {
         let server = try Socket(.ipv4)
         try server.bind(to: .ipv4(.loopback, port: 0))
@@ -83,7 +83,7 @@ struct CLITests {
         let (connection, _) = try server.accept(deadline: .now + .seconds(10))
         let (status, _, err) = try p.finish()
         #expect(status == 124)
-        #expect(err.contains("receive from \(address) timed out after 300ms"), "\(err)")
+        #expect(err.contains("idle for 300ms: nothing moved either way"), "\(err)")
         _ = connection
     }
 
@@ -96,6 +96,10 @@ struct CLITests {
         (["connect", "127.0.0.1:80", "--timeout", "0"], "must be positive"),
         (["listen", "0", "--accept-timeout", "1e999"], "not a duration"),
         (["listen", "99999"], "out of range"),
+        (["connect", "127.0.0.1:80", "--idle-timeout", "0"], "must be positive"),
+        (["connect", "127.0.0.1:80", "--connect-timeout", "later"], "not a duration"),
+        (["connect", "127.0.0.1:80", "--quit-after=-1"], "not a duration"),
+        (["listen", "0", "-q", "1x"], "not a duration"),
         (["demo", "--timeout", "soon"], "not a duration"),
         (["frobnicate"], "Unexpected argument"),
     ])

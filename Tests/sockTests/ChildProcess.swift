@@ -16,11 +16,17 @@ final class ChildProcess {
     private let output = Captured()
     private let drained = DispatchGroup()
 
-    /// Starts `command` (an executable's path, then its arguments).
-    init(command: [String]) throws {
+    /// Starts `command` (an executable's path, then its arguments); its stdin is `stdinFile`
+    /// if given, else a pipe (`stdin`).
+    init(command: [String], stdinFile: String? = nil) throws {
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
-        process.standardInput = stdin
+        if let stdinFile {
+            guard let file = FileHandle(forReadingAtPath: stdinFile) else { throw CLIFailure("cannot open \(stdinFile)") }
+            process.standardInput = file
+        } else {
+            process.standardInput = stdin
+        }
         process.standardOutput = stdout
         process.standardError = stderr
         try process.run()
@@ -31,12 +37,27 @@ final class ChildProcess {
     /// Starts `sock arguments`. `openFileLimit` lowers RLIMIT_NOFILE first (through
     /// `sh -c 'ulimit -n N; exec sock ...'`, so the PID is sock's); `prefix` runs it under
     /// another command (`ip netns exec NS`).
-    convenience init(_ arguments: [String], openFileLimit: Int? = nil, prefix: [String] = []) throws {
+    convenience init(_ arguments: [String], openFileLimit: Int? = nil, prefix: [String] = [], stdinFile: String? = nil) throws {
         var command = prefix + [sockPath] + arguments
         if let openFileLimit {
             command = ["/bin/sh", "-c", "ulimit -n \(openFileLimit) && exec \"$@\"", "sh"] + command
         }
-        try self.init(command: command)
+        try self.init(command: command, stdinFile: stdinFile)
+    }
+
+    /// Starts `python3 -u -c script arguments...` (through `env`, which execs it: the PID is
+    /// python's), a peer that is not sock.
+    convenience init(python script: String, _ arguments: [String] = []) throws {
+        try self.init(command: ["/usr/bin/env", "python3", "-u", "-c", script] + arguments)
+    }
+
+    /// Waits until stdout has a complete line starting with `prefix` (bounded by `limit`); returns it.
+    func waitForOutputLine(startingWith prefix: String, within limit: Duration = .seconds(10)) throws -> String {
+        try waitFor(limit, "a line starting with '\(prefix)' on stdout") {
+            let text = out
+            guard let end = text.lastIndex(of: "\n") else { return nil }
+            return text[..<end].split(separator: "\n").first { $0.hasPrefix(prefix) }.map(String.init)
+        }
     }
 
     /// What the child has written so far, filled by the reading threads.
@@ -103,8 +124,28 @@ final class ChildProcess {
         throw CLIFailure("no \(what) within \(limit); stderr: \(err.suffix(2000))")
     }
 
+    /// Writes `text` to the child's stdin (what a child that has exited cannot take is
+    /// dropped: SIGPIPE is blocked for this thread meanwhile, and one it raised is consumed).
     func send(_ text: String, thenClose: Bool = true) {
-        stdin.fileHandleForWriting.write(Data(text.utf8))
+        let fd = stdin.fileHandleForWriting.fileDescriptor
+        var pipeSignal = sigset_t(), saved = sigset_t(), pending = sigset_t()
+        sigemptyset(&pipeSignal)
+        sigaddset(&pipeSignal, SIGPIPE)
+        pthread_sigmask(SIG_BLOCK, &pipeSignal, &saved)
+        let bytes = Array(text.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { break }
+            offset += n
+        }
+        sigpending(&pending)
+        if sigismember(&pending, SIGPIPE) == 1 {
+            var now = timespec()
+            sigtimedwait(&pipeSignal, nil, &now)
+        }
+        pthread_sigmask(SIG_SETMASK, &saved, nil)
         if thenClose { try? stdin.fileHandleForWriting.close() }
     }
 
