@@ -24,8 +24,9 @@ struct Listen: AsyncParsableCommand {
             With --keep-open: serves connections at once, each in its own task on the \
             library's reactors (no thread per connection), their data to stdout (stdin is not \
             read), with a backlog of 4096 (capped by the kernel's somaxconn); a connection \
-            silent for the idle timeout is closed. At the descriptor limit (EMFILE) it backs \
-            off (5 ms doubling to 1 s) and resumes.
+            silent for the idle timeout is closed. --accept-timeout D stops accepting once no \
+            new connection came within D, lets the live connections finish, then exits 124. \
+            At the descriptor limit (EMFILE) it backs off (5 ms doubling to 1 s) and resumes.
             """
     )
 
@@ -86,7 +87,9 @@ struct Listen: AsyncParsableCommand {
     /// throwing (the accept timeout, or an error that is not about descriptors).
     private func serve(_ server: Socket) async throws(SocketError) {
         let stdoutLock = NSLock()
-        try await server.serve(connectionTimeout: idleTimeout ?? .never, events: { event in
+        // The accept timeout stops accepting; the live connections finish (each still ends
+        // after its idle timeout), however long that takes.
+        try await server.serve(connectionTimeout: idleTimeout ?? .never, gracePeriod: .seconds(Int64.max), events: { event in
             switch event {
             case .backingOff(let error, let retryIn) where retryIn == .milliseconds(5):
                 printError("sock: \(error); backing off")

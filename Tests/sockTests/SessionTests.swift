@@ -277,4 +277,27 @@ struct SessionTests {
         #expect(err.contains("Connection reset") || err.contains("Broken pipe"), "\(err)")
         #expect(err.contains("stdin not read to its end"), "\(err)")
     }
+
+    @Test("reproduction 4: listen --keep-open --accept-timeout stops accepting, and a live connection finishes")
+    func acceptTimeoutLetsConnectionsFinish() throws {
+        let listener = try ChildProcess(["listen", "0", "--keep-open", "--accept-timeout", "300ms"])
+        defer { listener.kill() }
+        let line = try listener.waitForLine(startingWith: "listening on ")
+        // 14 lines 0.45 s apart: the client streams for about 6 s, longer than the 5 s that
+        // serve's default grace period gave live connections after the accept timeout.
+        let client = try ChildProcess(python: """
+            import socket, sys, time
+            c = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+            for i in range(1, 15):
+                c.sendall(b"line%d\\n" % i); time.sleep(0.45)
+            c.close(); print("closed")
+            """, [String(line.split(separator: ":").last!)])
+        defer { client.kill() }
+        let (status, out, err) = try listener.finish(within: .seconds(15))
+        #expect(status == 124, "\(err)")
+        #expect(err.contains("timed out after 300ms"), "\(err)")
+        #expect(out == (1...14).map { "line\($0)\n" }.joined(), "\(out)")
+        _ = try client.finish(within: .seconds(5))
+        #expect(client.out.contains("closed"), "\(client.out)")
+    }
 }
