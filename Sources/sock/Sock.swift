@@ -11,7 +11,7 @@ struct Sock: AsyncParsableCommand {
             Exit codes: 0 success, 1 network error, 64 bad usage or input, 124 timed out.
             Durations: 3, 1.5, 250ms, 3s, 500us, 2m (a bare number is seconds).
             """,
-        subcommands: [Demo.self, Listen.self, Connect.self]
+        subcommands: [Demo.self, Listen.self, Connect.self, Wait.self, Probe.self]
     )
 }
 

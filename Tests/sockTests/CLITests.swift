@@ -28,40 +28,25 @@ struct CLITests {
 
     @Test("connect to a port with nothing listening: exit 1 at once, the message names ECONNREFUSED")
     func refused() throws {
-        let holder = try Socket(.ipv4)
-        try holder.bind(to: .ipv4(.loopback, port: 0))
-        let address = try holder.localAddress
+        let (holder, address) = try LoopbackPorts.refusing()
         let start = ContinuousClock.now
         let (status, _, err) = try sock("connect", "\(address)", "--timeout", "20s")
         #expect(status == 1)
         #expect(ContinuousClock.now - start < .seconds(5))
         #expect(err.contains("connect to \(address) failed: Connection refused (ECONNREFUSED)"), "\(err)")
+        _ = holder
     }
 
     @Test("connect to a full accept queue: exit 124 after the timeout")
     func connectTimesOut() throws {
-        let server = try Socket(.ipv4)
-        try server.bind(to: .ipv4(.loopback, port: 0))
-        try server.listen(backlog: 0)
-        let address = try server.localAddress
-        var fillers: [Socket] = []
-        var full = false  // a filler's SYN went unanswered: the queue is full
-        for _ in 0..<16 where !full {
-            let filler = try Socket(.ipv4)
-            fillers.append(filler)
-            do throws(SocketError) { try filler.connect(to: address, deadline: .now + .milliseconds(100)) } catch {
-                guard error.kind == .timedOut else { throw error }
-                full = true
-            }
-        }
-        try #require(full, "could not fill the accept queue in 16 connects")
+        let (server, fillers, address) = try LoopbackPorts.silent()
         let start = ContinuousClock.now
         let (status, _, err) = try sock("connect", "\(address)", "--timeout", "300ms")
         let elapsed = ContinuousClock.now - start
         #expect(status == 124)
         #expect(elapsed >= .milliseconds(300))
         #expect(err.contains("connect to \(address) timed out after 300ms"), "\(err)")
-        _ = fillers
+        _ = (server, fillers)
     }
 
     @Test("listen with an accept timeout and nobody coming: exit 124, the real port printed")
@@ -100,6 +85,12 @@ struct CLITests {
         (["connect", "127.0.0.1:80", "--connect-timeout", "later"], "not a duration"),
         (["connect", "127.0.0.1:80", "--quit-after=-1"], "not a duration"),
         (["listen", "0", "-q", "1x"], "not a duration"),
+        (["wait", "127.0.0.1"], "missing ':PORT'"),
+        (["wait"], "Missing expected argument"),
+        (["wait", "127.0.0.1:80", "--timeout", "0"], "must be positive"),
+        (["probe", "127.0.0.1", "80-70"], "the range ends before it starts"),
+        (["probe", "127.0.0.1", "http"], "'http' is not a port"),
+        (["probe", "127.0.0.1", "0"], "'0' is not a port"),
         (["demo", "--timeout", "soon"], "not a duration"),
         (["frobnicate"], "Unexpected argument"),
     ])
