@@ -50,7 +50,7 @@ struct Listen: AsyncParsableCommand {
     func run() async throws {
         do {
             let server = try makeServer()
-            printError("listening on \(try server.localAddress)")
+            if !session.quiet { printError("listening on \(try server.localAddress)") }
             server.timeout = acceptTimeout?.timeout ?? .never
             if keepOpen {
                 try await serve(server)
@@ -66,7 +66,7 @@ struct Listen: AsyncParsableCommand {
     private func serveOne(_ server: Socket) throws {
         let (connection, peer) = try server.accept()
         server.close()
-        printError("connection from \(peer)")
+        if !session.quiet && !session.verbose { printError("connection from \(peer)") }
         let code = Relay(socket: connection, rules: session.rules(.listener, timeout: timeout)).run()
         if code != .success { throw code }
     }
@@ -87,6 +87,7 @@ struct Listen: AsyncParsableCommand {
     /// throwing (the accept timeout, or an error that is not about descriptors).
     private func serve(_ server: Socket) async throws(SocketError) {
         let stdoutLock = NSLock()
+        let verbose = session.verbose
         // The accept timeout stops accepting; the live connections finish (each still ends
         // after its idle timeout), however long that takes.
         try await server.serve(connectionTimeout: idleTimeout ?? .never, gracePeriod: .seconds(Int64.max), events: { event in
@@ -101,10 +102,17 @@ struct Listen: AsyncParsableCommand {
                 printError("sock: connection from \(peer): \(error); closed")
             }
         }) { connection, peer in
+            let start = ContinuousClock.now
+            var received = 0
+            if verbose { printError("sock: connection from \(peer)") }
             do {
                 while true {
                     let chunk = try await connection.receive(upTo: 65_536)
-                    if chunk.isEmpty { return }
+                    if chunk.isEmpty {
+                        if verbose { printError("sock: closed \(peer) after \(formatElapsed(.now - start)): received \(bytes(received))") }
+                        return
+                    }
+                    received += chunk.count
                     // A write to stdout may block this reactor's thread while the reader is
                     // slow; the other connections on it wait with it, as they would for the
                     // lock of a shared stdout.

@@ -30,6 +30,8 @@ struct SessionRules: Sendable {
     var quitAfter: Duration?
     /// End with exit 124 once nothing has moved in either direction for this long.
     var idleTimeout: Duration?
+    /// Say on stderr when the session starts and ends, with the addresses and the bytes each way.
+    var verbose = false
 
     /// After the peer has finished, a listener goes on sending what stdin delivers until stdin
     /// has had nothing to read for this long (or ends): a producer that is still writing is
@@ -100,6 +102,13 @@ final class Relay: Sendable {
     /// Relays until the session is over, closes the socket, reports anything undelivered on
     /// stderr and returns the exit code.
     func run() -> ExitCode {
+        let start = ContinuousClock.now
+        // Both addresses, for -v, while the socket is open.
+        let local = (try? socket.localAddress).map { "\($0)" } ?? "?"
+        let peer = (try? socket.peerAddress).map { "\($0)" } ?? "?"
+        if rules.verbose {
+            printError(rules.role == .client ? "sock: connected to \(peer) from \(local)" : "sock: connection from \(peer) to \(local)")
+        }
         socket.timeout = .never  // run() ends every wait (idle timeout, quit) by closing
         // A closed stdout is reported (how much was not written), not a silent SIGPIPE death.
         signal(SIGPIPE, SIG_IGN)
@@ -119,6 +128,7 @@ final class Relay: Sendable {
             if let ending {
                 state.withLock { $0.ending = true }
                 socket.close()  // ends the threads' socket calls; stdin and stdout ones die with the process
+                if rules.verbose { printError("sock: closed \(peer) after \(formatElapsed(.now - start)): \(summary(ending))") }
                 return report(ending)
             }
             if let wakeAt {
@@ -254,6 +264,18 @@ final class Relay: Sendable {
             }
             if !ok { return fail(.stdout(errno)) }
         }
+    }
+
+    /// The -v line's account of the session: bytes each way, and why it ended.
+    private func summary(_ ending: Ending) -> String {
+        let s = state.withLock { $0 }
+        let why = switch ending {
+        case .done: s.peerFinished == nil ? "stdin sent" : "both sides done"
+        case .quit: "quit after the end of stdin"
+        case .idle: "idle"
+        case .failed: "failed"
+        }
+        return "sent \(bytes(s.sent)) (of \(bytes(s.inputRead)) read), received \(bytes(s.received)) (\(bytes(s.written)) written); \(why)"
     }
 
     /// Prints what went wrong and what was not delivered; the exit code.

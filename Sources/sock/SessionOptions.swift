@@ -16,10 +16,21 @@ struct SessionOptions: ParsableArguments {
             transform: parseDelay)
     var quitAfter: Duration?
 
+    @Flag(name: .shortAndLong,
+          help: "Say on stderr when the connection is made and when it ends, with both addresses, the bytes each way and the time.")
+    var verbose = false
+
+    @Flag(help: "No status lines on stderr (listening on, connection from): errors only.")
+    var quiet = false
+
+    func validate() throws {
+        if verbose && quiet { throw ValidationError("--verbose and --quiet cannot be used together") }
+    }
+
     /// The rules for `role`; `timeout` is the command's `--timeout`, which sets the idle timeout
     /// unless `--idle-timeout` is given.
     func rules(_ role: SessionRules.Role, timeout: DurationArgument?) -> SessionRules {
         SessionRules(role: role, shutdownAtEndOfInput: !noShutdown, quitAfter: quitAfter,
-                     idleTimeout: (idleTimeout ?? timeout)?.duration)
+                     idleTimeout: (idleTimeout ?? timeout)?.duration, verbose: verbose)
     }
 }

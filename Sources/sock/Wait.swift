@@ -26,7 +26,7 @@ struct Wait: AsyncParsableCommand {
     @Option(help: "Pause between two attempts on one endpoint (default 100ms).", transform: parseDuration)
     var interval: DurationArgument?
 
-    @Flag(name: .shortAndLong, help: "Say nothing on success.")
+    @Flag(help: "Say nothing on success.")
     var quiet = false
 
     /// How waiting for one endpoint ended.

@@ -300,4 +300,45 @@ struct SessionTests {
         _ = try client.finish(within: .seconds(5))
         #expect(client.out.contains("closed"), "\(client.out)")
     }
+
+    @Test("-v says when the connection is made and ended, with addresses and bytes each way; --quiet says nothing but errors")
+    func verboseAndQuiet() throws {
+        let (peer, address) = try Peer.listening(Peer.reader, ["keep-open", "65536", "0"])
+        defer { peer.kill() }
+        let client = try ChildProcess(["connect", address, "-v"])
+        defer { client.kill() }
+        client.send("hello\n")
+        let (status, _, err) = try client.finish(within: .seconds(10))
+        #expect(status == 0, "\(err)")
+        #expect(err.contains("sock: connected to \(address) from 127.0.0.1:"), "\(err)")
+        #expect(err.contains("sock: closed \(address) after "), "\(err)")
+        #expect(err.contains("sent 6 bytes (of 6 bytes read), received 0 bytes (0 bytes written); both sides done"), "\(err)")
+
+        let listener = try ChildProcess(["listen", "0", "--quiet"])
+        defer { listener.kill() }
+        try? listener.stdin.fileHandleForWriting.close()
+        // No 'listening on' line to read the port from: find it in /proc/net/tcp by sock's socket.
+        let port = try listener.waitFor(.seconds(10), "sock's listening port") { listeningPort(of: listener.pid) }
+        let sender = try ChildProcess(python: Peer.client, ["\(port)", "quiet\n", "half-close", "65536", "0"])
+        defer { sender.kill() }
+        let (quietStatus, out, quietErr) = try listener.finish(within: .seconds(10))
+        #expect(quietStatus == 0 && out == "quiet\n")
+        #expect(quietErr.isEmpty, "\(quietErr)")
+    }
+}
+
+/// The port of the TCP socket listening on 127.0.0.1 that process `pid` holds, if any.
+private func listeningPort(of pid: pid_t) -> Int? {
+    guard let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { return nil }
+    let inodes = Set(fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)") }
+        .filter { $0.hasPrefix("socket:[") }.map { String($0.dropFirst(8).dropLast()) })
+    guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return nil }
+    for line in table.split(separator: "\n").dropFirst() {
+        let f = line.split(separator: " ")
+        // local_address "0100007F:PORT", st "0A" (LISTEN), inode is field 9.
+        if f.count > 9, f[3] == "0A", f[1].hasPrefix("0100007F:"), inodes.contains(String(f[9])) {
+            return Int(f[1].dropFirst(9), radix: 16)
+        }
+    }
+    return nil
 }
