@@ -37,10 +37,22 @@ struct Connect: ParsableCommand {
 
     @OptionGroup var session: SessionOptions
 
+    func validate() throws {
+        try session.validate(endpoint: endpoint)
+    }
+
     func run() throws {
         let socket: Socket
+        let limit = (connectTimeout ?? timeout)?.timeout ?? .never
         do throws(SocketError) {
-            socket = try Socket.connect(to: endpoint, timeout: (connectTimeout ?? timeout)?.timeout ?? .never)
+            if session.udp {
+                // A connected UDP socket: its sends go to the address, it receives only from there.
+                let deadline = limit.duration.map { ContinuousClock.now + $0 }
+                let address = try SocketAddress.resolve(endpoint, type: .datagram, deadline: deadline)[0]
+                socket = try Socket.connect(to: address, type: .datagram, timeout: limit, deadline: deadline)
+            } else {
+                socket = try Socket.connect(to: endpoint, timeout: limit)
+            }
         } catch {
             throw Exit.report(error)
         }

@@ -47,11 +47,20 @@ struct Listen: AsyncParsableCommand {
     /// The idle timeout: --idle-timeout, else --timeout.
     private var idleTimeout: SocketTimeout? { (session.idleTimeout ?? timeout)?.timeout }
 
+    func validate() throws {
+        try session.validate(endpoint: endpoint)
+        if session.udp && keepOpen { throw ValidationError("--keep-open serves stream connections: not with --udp") }
+    }
+
     func run() async throws {
         do {
             let server = try makeServer()
             if !session.quiet { printError("listening on \(try server.localAddress)") }
             server.timeout = acceptTimeout?.timeout ?? .never
+            if session.udp {
+                try serveDatagrams(server)
+                return
+            }
             if keepOpen {
                 try await serve(server)
                 return
@@ -70,12 +79,26 @@ struct Listen: AsyncParsableCommand {
         let code = Relay(socket: connection, rules: session.rules(.listener, timeout: timeout)).run()
         if code != .success { throw code }
     }
+
+    /// UDP, as nc -u -l: the first datagram's sender becomes the peer (the socket is
+    /// connected to it), and the session is relayed as for a connection.
+    private func serveDatagrams(_ server: Socket) throws {
+        let (first, peer) = try server.receiveDatagram(upTo: 65_536)  // within --accept-timeout
+        try server.connect(to: peer)
+        if !session.quiet && !session.verbose { printError("datagram from \(peer)") }
+        writeAll(1, first)
+        let code = Relay(socket: server, rules: session.rules(.listener, timeout: timeout), received: first.count).run()
+        if code != .success { throw code }
+    }
+
     private func makeServer() throws(SocketError) -> Socket {
         let text = endpoint.allSatisfy(\.isNumber) ? "127.0.0.1:\(endpoint)" : endpoint
-        let address = try SocketAddress.resolve(text)[0]  // resolve throws rather than return none
-        let server = try Socket(address.family)
+        let type: SocketType = session.udp ? .datagram : .stream
+        let address = try SocketAddress.resolve(text, type: type)[0]  // resolve throws rather than return none
+        let server = try Socket(address.family, type)
         if address.family != .unix { try server.setOption(.reuseAddress, true) }
         try server.bind(to: address)
+        if session.udp { return server }
         // With --keep-open, room for bursts (the kernel caps it at net.core.somaxconn): with
         // the usual 128, a burst overflows the queue and Linux drops the handshake's last ACK,
         // so clients that think they are connected wait a second or more to be accepted.

@@ -84,12 +84,17 @@ final class Relay: Sendable {
     /// Signalled when something `run()` decides on changes.
     private let changed = DispatchSemaphore(value: 0)
 
-    init(socket: Socket, rules: SessionRules) {
+    /// `received`: bytes already received and written to stdout (a UDP listener's first datagram).
+    init(socket: Socket, rules: SessionRules, received: Int = 0) {
         self.socket = socket
         self.rules = rules
         let now = ContinuousClock.now
-        state = Mutex(State(input: .waiting(since: now), lastActivity: now))
+        state = Mutex(State(input: .waiting(since: now), received: received, written: received, lastActivity: now))
     }
+
+    /// UDP (or a Unix datagram socket): a read of stdin is one datagram, an empty datagram is
+    /// not an end of stream (there is none), and there is no half-close.
+    private var datagrams: Bool { socket.type == .datagram }
 
     /// How the session ended.
     enum Ending {
@@ -191,7 +196,8 @@ final class Relay: Sendable {
 
     /// stdin to the socket.
     private func upload() {
-        var buffer = [UInt8](repeating: 0, count: 65_536)
+        // The largest UDP payload over IPv4 (65,535 less the IP and UDP headers).
+        var buffer = [UInt8](repeating: 0, count: datagrams ? 65_507 : 65_536)
         while true {
             // Wait without consuming anything: once run() has given up on stdin, nothing more
             // is read from it, so nothing read is ever dropped.
@@ -231,7 +237,7 @@ final class Relay: Sendable {
     }
 
     private func endOfInput() {
-        if rules.shutdownAtEndOfInput {
+        if rules.shutdownAtEndOfInput && !datagrams {
             do throws(SocketError) { try socket.shutdown(.write) } catch { return fail(.socket(error)) }
         }
         state.withLock { $0.input = .ended(at: .now) }
@@ -246,6 +252,10 @@ final class Relay: Sendable {
                 chunk = try socket.receive(upTo: 65_536)
             } catch {
                 return fail(.socket(error))
+            }
+            if chunk.isEmpty && datagrams {
+                state.withLock { $0.lastActivity = .now }
+                continue
             }
             if chunk.isEmpty {
                 state.withLock { $0.peerFinished = .now }

@@ -16,6 +16,10 @@ struct SessionOptions: ParsableArguments {
             transform: parseDelay)
     var quitAfter: Duration?
 
+    @Flag(name: [.customShort("u"), .customLong("udp")],
+          help: "UDP: each read of stdin is one datagram; the session ends only at --quit-after, the idle timeout or an error.")
+    var udp = false
+
     @Flag(name: .shortAndLong,
           help: "Say on stderr when the connection is made and when it ends, with both addresses, the bytes each way and the time.")
     var verbose = false
@@ -25,6 +29,13 @@ struct SessionOptions: ParsableArguments {
 
     func validate() throws {
         if verbose && quiet { throw ValidationError("--verbose and --quiet cannot be used together") }
+    }
+
+    /// What the options allow for `endpoint`.
+    func validate(endpoint: String) throws {
+        if udp && endpoint.contains("/") {
+            throw ValidationError("--udp takes HOST:PORT, not a Unix socket path ('\(endpoint)'): Unix datagram sockets are not supported yet")
+        }
     }
 
     /// The rules for `role`; `timeout` is the command's `--timeout`, which sets the idle timeout

@@ -86,6 +86,8 @@ struct CLITests {
         (["connect", "127.0.0.1:80", "--quit-after=-1"], "not a duration"),
         (["listen", "0", "-q", "1x"], "not a duration"),
         (["connect", "127.0.0.1:80", "-v", "--quiet"], "cannot be used together"),
+        (["listen", "0", "--udp", "--keep-open"], "not with --udp"),
+        (["connect", "/tmp/x.sock", "--udp"], "not a Unix socket path"),
         (["wait", "127.0.0.1"], "missing ':PORT'"),
         (["wait"], "Missing expected argument"),
         (["wait", "127.0.0.1:80", "--timeout", "0"], "must be positive"),
