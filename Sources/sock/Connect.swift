@@ -35,6 +35,10 @@ struct Connect: ParsableCommand {
             transform: parseDuration)
     var connectTimeout: DurationArgument?
 
+    @Option(name: [.customShort("s"), .customLong("source")],
+            help: "Connect from this local address, and port if given: 127.0.0.2, 127.0.0.2:5000, ::1, [::1]:5000 (nc -s, -p).")
+    var source: String?
+
     @OptionGroup var session: SessionOptions
 
     func validate() throws {
@@ -45,18 +49,45 @@ struct Connect: ParsableCommand {
         let socket: Socket
         let limit = (connectTimeout ?? timeout)?.timeout ?? .never
         do throws(SocketError) {
-            if session.udp {
-                // A connected UDP socket: its sends go to the address, it receives only from there.
-                let deadline = limit.duration.map { ContinuousClock.now + $0 }
-                let address = try SocketAddress.resolve(endpoint, type: .datagram, deadline: deadline)[0]
-                socket = try Socket.connect(to: address, type: .datagram, timeout: limit, deadline: deadline)
-            } else {
-                socket = try Socket.connect(to: endpoint, timeout: limit)
-            }
+            socket = try dial(timeout: limit)
         } catch {
             throw Exit.report(error)
         }
         let code = Relay(socket: socket, rules: session.rules(.client, timeout: timeout)).run()
         if code != .success { throw code }
+    }
+
+    /// The connected socket: `Socket.connect` (every address the name has, in turn) for a
+    /// plain TCP connect; otherwise the first address, from `--source` if given. A UDP socket
+    /// is connected: its sends go to the address, and it receives only from there.
+    private func dial(timeout: SocketTimeout) throws(SocketError) -> Socket {
+        let type: SocketType = session.udp ? .datagram : .stream
+        if source == nil && type == .stream { return try Socket.connect(to: endpoint, timeout: timeout) }
+        let deadline = timeout.duration.map { ContinuousClock.now + $0 }
+        let targets = try SocketAddress.resolve(endpoint, type: type, deadline: deadline)
+        guard let source else { return try Socket.connect(to: targets[0], type: type, timeout: timeout, deadline: deadline) }
+        let local = try sourceAddress(source, type: type, deadline: deadline)
+        guard let target = targets.first(where: { $0.family == local.family }) else {
+            throw SocketError(.invalidArgument, .connect,
+                              detail: "'\(endpoint)' has no \(local.family) address to reach from \(local)")
+        }
+        let socket = try Socket(target.family, type)
+        try socket.setOption(.reuseAddress, true)  // a fixed source port may still be in TIME_WAIT
+        try socket.bind(to: local)
+        socket.timeout = .never  // the deadline bounds the connect
+        try socket.connect(to: target, deadline: deadline)
+        socket.timeout = timeout
+        return socket
+    }
+
+    /// `--source`: an address alone (port 0: any), or HOST:PORT / [IPv6]:PORT.
+    private func sourceAddress(_ text: String, type: SocketType, deadline: ContinuousClock.Instant?) throws(SocketError) -> SocketAddress {
+        if let ipv4 = IPv4Address(text) { return .ipv4(ipv4, port: 0) }
+        if let ipv6 = IPv6Address(text) { return .ipv6(ipv6, port: 0) }
+        do throws(SocketError) {
+            return try SocketAddress.resolve(text, type: type, deadline: deadline)[0]
+        } catch where error.kind == .invalidArgument {
+            throw SocketError(.invalidArgument, .parse, detail: "--source: \(error.detail ?? "\(error)")")
+        }
     }
 }

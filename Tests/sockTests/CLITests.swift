@@ -88,6 +88,8 @@ struct CLITests {
         (["connect", "127.0.0.1:80", "-v", "--quiet"], "cannot be used together"),
         (["listen", "0", "--udp", "--keep-open"], "not with --udp"),
         (["connect", "/tmp/x.sock", "--udp"], "not a Unix socket path"),
+        (["connect", "127.0.0.1:80", "--source", "nowhere"], "--source: missing ':PORT'"),
+        (["connect", "127.0.0.1:80", "--source", "::1"], "has no IPv6 address to reach from [::1]:0"),
         (["wait", "127.0.0.1"], "missing ':PORT'"),
         (["wait"], "Missing expected argument"),
         (["wait", "127.0.0.1:80", "--timeout", "0"], "must be positive"),

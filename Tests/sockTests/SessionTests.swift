@@ -327,6 +327,35 @@ struct SessionTests {
     }
 }
 
+/// Tests of connect's source address.
+@Suite("sock connect --source")
+struct SourceAddressTests {
+    @Test("connect --source ADDRESS and --source ADDRESS:PORT: the peer sees that address and port")
+    func sourceAddress() throws {
+        let peer = try ChildProcess(python: Peer.prelude + """
+            s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(2); s.settimeout(10)
+            print("port", s.getsockname()[1])
+            for _ in range(2):
+                c, a = s.accept(); print("from %s:%d" % a); c.close()
+            """)
+        defer { peer.kill() }
+        let address = "127.0.0.1:\(try peer.waitForOutputLine(startingWith: "port ").dropFirst("port ".count))"
+        let (first, _) = try LoopbackPorts.refusing()  // a free port, released for sock to bind
+        let port = try first.localAddress.port!
+        first.close()
+        for source in ["127.0.0.2", "127.0.0.3:\(port)"] {
+            let client = try ChildProcess(["connect", address, "--source", source])
+            defer { client.kill() }
+            try? client.stdin.fileHandleForWriting.close()
+            let (status, _, err) = try client.finish(within: .seconds(10))
+            #expect(status == 0, "\(source): \(err)")
+        }
+        _ = try peer.finish(within: .seconds(5))
+        #expect(peer.out.contains("from 127.0.0.2:"), "\(peer.out)")
+        #expect(peer.out.contains("from 127.0.0.3:\(port)\n"), "\(peer.out)")
+    }
+}
+
 /// The port of the TCP socket listening on 127.0.0.1 that process `pid` holds, if any.
 private func listeningPort(of pid: pid_t) -> Int? {
     guard let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { return nil }
