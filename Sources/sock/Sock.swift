@@ -8,7 +8,8 @@ struct Sock: AsyncParsableCommand {
         commandName: "sock",
         abstract: "Plain sockets with honest timeouts.",
         discussion: """
-            Exit codes: 0 success, 1 network error, 64 bad usage or input, 124 timed out.
+            Exit codes: 0 success, 1 network error or data not delivered, 64 bad usage or \
+            input, 124 timed out (connect, accept, idle, sock wait).
             Durations: 3, 1.5, 250ms, 3s, 500us, 2m (a bare number is seconds).
             """,
         subcommands: [Demo.self, Listen.self, Connect.self, Wait.self, Probe.self]

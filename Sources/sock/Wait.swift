@@ -1,3 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import ArgumentParser
 import Sockets
 
@@ -12,8 +19,8 @@ struct Wait: AsyncParsableCommand {
             unreachable or unresolved endpoint is tried again --interval later. Exits 0 when \
             every endpoint is up, 124 when --timeout runs out first, with each endpoint's last \
             reason on stderr: refused (nothing listens yet), timed out (no answer: dropped \
-            SYNs, a full accept queue), unreachable, name not resolved. Bad input exits 64 \
-            before anything is tried.
+            SYNs, a full accept queue), unreachable, name not resolved, no socket file (a \
+            Unix path). Bad input exits 64 before anything is tried.
             """
     )
 
@@ -101,6 +108,7 @@ struct Wait: AsyncParsableCommand {
         case .timedOut: "timed out"
         case .unreachable: "unreachable"
         case .nameResolution: "name not resolved"
+        case _ where error.errno?.rawValue == ENOENT: "no socket file"
         default: "\(error.kind)"
         }
     }

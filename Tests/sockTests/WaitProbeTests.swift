@@ -34,6 +34,24 @@ struct WaitProbeTests {
         #expect(err.contains("sock: \(address) is up after "), "\(err)")
     }
 
+    @Test("sock wait on a Unix socket path: no socket file meanwhile, exit 0 once a listener makes it")
+    func waitForUnixPath() throws {
+        let path = NSTemporaryDirectory() + "sock-wait-\(getpid()).sock"
+        unlink(path)
+        let waiter = try ChildProcess(["wait", path, "--timeout", "10"])
+        defer { waiter.kill() }
+        usleep(300_000)
+        #expect(waiter.process.isRunning, "sock wait ended with no socket file: \(waiter.err)")
+        let listener = try Socket.listen(on: .unix(path: path))
+        defer { listener.close() }
+        let (status, _, err) = try waiter.finish(within: .seconds(10))
+        #expect(status == 0, "\(err)")
+        #expect(err.contains("sock: \(path) is up after "), "\(err)")
+        let (short, _, shortErr) = try ChildProcess(["wait", path + ".none", "--timeout", "200ms"]).finish(within: .seconds(10))
+        #expect(short == 124)
+        #expect(shortErr.contains("not up within 200ms: no socket file ("), "\(shortErr)")
+    }
+
     @Test("sock wait runs out of time: exit 124 after --timeout, each endpoint's last reason",
           arguments: ["refused", "timed out"])
     func waitTimesOut(_ reason: String) throws {
