@@ -5,9 +5,13 @@ import Testing
 /// end, what it saw; every socket wait in them has a limit.
 enum Peer {
     /// What every peer starts with: `read_to_end`, `chunk` bytes at a time with `pause` between.
+    /// A slow reader keeps its receive buffer to `chunk` bytes, so that what it has not read
+    /// yet waits in the sender's queue, where the sender can see it go (as SIOCOUTQ), and not
+    /// in a large receive buffer, acknowledged long before it is read.
     static let prelude = """
         import socket, struct, sys, time
         def read_to_end(c, chunk, pause):
+            if pause: c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, chunk)
             data = b""
             while True:
                 d = c.recv(chunk)
