@@ -54,6 +54,14 @@ func waitForInput(_ fd: CInt) -> Bool {
     }
 }
 
+/// Opens /dev/null on each of descriptors 0, 1 and 2 that is closed.
+func openStandardDescriptors() {
+    for fd: CInt in 0...2 where fcntl(fd, F_GETFD) == -1 && errno == EBADF {
+        let opened = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY)
+        if opened >= 0 && opened != fd { close(opened) }  // cannot happen: the lowest free number is fd
+    }
+}
+
 /// A duration as seconds, for Foundation's sleeping APIs.
 func seconds(_ d: Duration) -> Double {
     Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18

@@ -14,6 +14,14 @@ struct Sock: AsyncParsableCommand {
             """,
         subcommands: [Demo.self, Listen.self, Connect.self, Wait.self, Probe.self]
     )
+
+    /// Before anything opens a descriptor: a stdin, stdout or stderr that was closed
+    /// (`<&-`) is /dev/null, or the first socket or the runtime's epoll would take its number
+    /// and be read from or written to as if it were one.
+    static func main() async {
+        openStandardDescriptors()
+        await main(nil)
+    }
 }
 
 /// The exit codes, as documented in the README.

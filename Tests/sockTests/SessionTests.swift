@@ -268,6 +268,18 @@ struct SessionTests {
         #expect(elapsed < .seconds(5))
     }
 
+    @Test("a closed stdin (<&-) is an empty one: the session runs, nothing is read from a descriptor that took its number")
+    func closedStdin() throws {
+        let (peer, address) = try Peer.listening(Peer.banner)
+        defer { peer.kill() }
+        // exec: the PID is sock's.
+        let client = try ChildProcess(command: ["/bin/sh", "-c", "exec \"$0\" connect \"$1\" --quit-after 200ms <&-", sockPath, address])
+        defer { client.kill() }
+        let (status, out, err) = try client.finish(within: .seconds(10))
+        #expect(status == 0, "\(err)")
+        #expect(out == "banner\n")
+    }
+
     @Test("a peer that resets the connection mid-upload: exit 1, and the message says what was not sent")
     func resetMidUpload() throws {
         let file = try zeroFile(64 << 20)
