@@ -7,7 +7,9 @@ struct Listen: AsyncParsableCommand {
         abstract: "Accept a connection on [HOST:]PORT and copy stdin to it and it to stdout.",
         discussion: """
             HOST defaults to 127.0.0.1 (never every interface unless you ask: 0.0.0.0:PORT). \
-            Prints 'listening on HOST:PORT' on stderr with the real port, also for port 0.
+            Prints 'listening on HOST:PORT' on stderr with the real port, also for port 0. \
+            On a Unix socket path, a socket file nobody serves is replaced, and its own is \
+            removed when it ends, also on SIGINT, SIGTERM and SIGHUP.
 
             Without --keep-open: one connection. The session ends when the peer has finished \
             sending (end of stream) and everything it sent is on stdout. Input that stdin has \
@@ -55,6 +57,12 @@ struct Listen: AsyncParsableCommand {
     func run() async throws {
         do {
             let server = try makeServer()
+            // Closed here, not when the last reference goes (the signal handlers hold one),
+            // so that a Unix listener's socket file is gone before the process exits.
+            defer { server.close() }
+            // And also when the process is interrupted.
+            let cleanup = try closeOnSignals(server)
+            defer { cleanup.forEach { $0.cancel() } }
             if !session.quiet { printError("listening on \(try server.localAddress)") }
             server.timeout = acceptTimeout?.timeout ?? .never
             if session.udp {
@@ -97,7 +105,8 @@ struct Listen: AsyncParsableCommand {
         let address = try SocketAddress.resolve(text, type: type)[0]  // resolve throws rather than return none
         let server = try Socket(address.family, type)
         if address.family != .unix { try server.setOption(.reuseAddress, true) }
-        try server.bind(to: address)
+        // A socket file that nobody serves (left by a listener that was killed) is replaced.
+        try server.bind(to: address, removingStaleSocketFile: address.family == .unix)
         if session.udp { return server }
         // With --keep-open, room for bursts (the kernel caps it at net.core.somaxconn): with
         // the usual 128, a burst overflows the queue and Linux drops the handshake's last ACK,
@@ -144,6 +153,29 @@ struct Listen: AsyncParsableCommand {
             } catch {
                 printError("sock: connection from \(peer): \(error); closed")
             }
+        }
+    }
+
+    /// On SIGINT, SIGTERM or SIGHUP: closes `server`, removes its socket file (if the path
+    /// still names the file it made: the library's own removal waits for a call in progress,
+    /// such as the accept, to return, and the exit would come first) and exits with
+    /// 128 + the signal's number, as the default action would have.
+    private func closeOnSignals(_ server: Socket) throws(SocketError) -> [DispatchSourceSignal] {
+        guard case .unix(let path) = try server.localAddress, let made = fileIdentity(path) else { return [] }
+        return [SIGINT, SIGTERM, SIGHUP].map { (number: CInt) -> DispatchSourceSignal in
+            signal(number, SIG_IGN)  // the source sees it; the default action would not remove the file
+            var unblock = sigset_t()
+            sigemptyset(&unblock)
+            sigaddset(&unblock, number)
+            pthread_sigmask(SIG_UNBLOCK, &unblock, nil)  // a parent may have left it blocked
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                server.close()
+                if fileIdentity(path) == made { unlink(path) }
+                exitProcess(128 + number)
+            }
+            source.resume()
+            return source
         }
     }
 }

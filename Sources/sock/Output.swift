@@ -78,3 +78,15 @@ func systemName() -> String {
     }
     return "\(field(info.sysname)) \(field(info.release)) \(field(info.machine))"
 }
+
+/// Ends the process with `code` (exit(3)), for code where ArgumentParser's `exit` is in scope.
+func exitProcess(_ code: CInt) -> Never {
+    exit(code)
+}
+
+/// The device and inode of the file at `path`, if there is one.
+func fileIdentity(_ path: String) -> [UInt64]? {
+    var info = stat()
+    guard lstat(path, &info) == 0 else { return nil }
+    return [UInt64(info.st_dev), UInt64(info.st_ino)]
+}
