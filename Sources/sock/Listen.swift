@@ -94,7 +94,10 @@ struct Listen: AsyncParsableCommand {
         let (first, peer) = try server.receiveDatagram(upTo: 65_536)  // within --accept-timeout
         try server.connect(to: peer)
         if !session.quiet && !session.verbose { printError("datagram from \(peer)") }
-        writeAll(1, first)
+        guard writeAll(1, first) else {
+            printError("sock: writing to stdout failed: \(String(cString: strerror(errno))); \(bytes(first.count)) received not written to stdout")
+            throw Exit.network
+        }
         let code = Relay(socket: server, rules: session.rules(.listener, timeout: timeout), received: first.count).run()
         if code != .success { throw code }
     }
