@@ -119,16 +119,22 @@ final class Relay: Sendable {
         signal(SIGPIPE, SIG_IGN)
         Thread.detachNewThread { [self] in upload() }
         Thread.detachNewThread { [self] in download() }
+        // What the kernel still has to deliver (SIOCOUTQ): while the peer reads, it goes down,
+        // and that is movement though neither thread does anything. Sampled as often as a
+        // tenth of the idle timeout (at most every 100 ms), so a queue that drains between two
+        // looks is never taken for silence.
         var unacknowledged = queuedToSend()
+        let sampleEvery: Duration? = rules.idleTimeout.map { min(max($0 / 10, .milliseconds(10)), .milliseconds(100)) }
         while true {
             let now = ContinuousClock.now
-            var (ending, wakeAt) = state.withLock { decide(&$0, now: now) }
-            if case .idle = ending, let queued = queuedToSend(), queued != unacknowledged {
-                // The kernel is still delivering what was sent (the peer reads it): that is
-                // movement, though neither thread has done anything.
+            if sampleEvery != nil, let queued = queuedToSend(), queued != unacknowledged {
                 unacknowledged = queued
                 state.withLock { $0.lastActivity = now }
-                (ending, wakeAt) = (nil, now + (rules.idleTimeout ?? .zero))
+            }
+            let (ending, decidedWake) = state.withLock { decide(&$0, now: now) }
+            var wakeAt = decidedWake
+            if let sampleEvery, ending == nil, unacknowledged.map({ $0 > 0 }) == true {
+                wakeAt = min(wakeAt ?? now + sampleEvery, now + sampleEvery)
             }
             if let ending {
                 state.withLock { $0.ending = true }
