@@ -8,6 +8,9 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Sockets", targets: ["Sockets"]),
+        // TLS over the same sockets and deadlines; OpenSSL 3 bound at run time (nothing to
+        // install to build it; libssl.so.3 needed only when a TLS call is made).
+        .library(name: "SocketsTLS", targets: ["SocketsTLS"]),
         .executable(name: "sock", targets: ["sock"]),
     ],
     dependencies: [
@@ -23,6 +26,8 @@ let package = Package(
             name: "Sockets",
             dependencies: ["CSockets", .product(name: "SystemPackage", package: "swift-system")]
         ),
+        .target(name: "CSocketsTLS"),
+        .target(name: "SocketsTLS", dependencies: ["Sockets", "CSocketsTLS"]),
         .executableTarget(
             name: "sock",
             dependencies: [
@@ -32,7 +37,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SocketsTests",
-            dependencies: ["Sockets", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["Sockets", "SocketsTLS", .product(name: "SystemPackage", package: "swift-system")]
         ),
         // Depends on the executable so `swift test` builds `sock`, which these tests run as a process.
         .testTarget(name: "sockTests", dependencies: ["sock", "Sockets"]),

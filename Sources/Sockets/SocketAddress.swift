@@ -183,8 +183,8 @@ public enum SocketAddress: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// Splitting `host:port` / `[v6]:port` text, shared by parsing and resolution.
-enum HostPort {
-    static func split(_ string: String) throws(SocketError) -> (host: String, port: UInt16) {
+package enum HostPort {
+    package static func split(_ string: String) throws(SocketError) -> (host: String, port: UInt16) {
         func bad(_ why: String) -> SocketError {
             SocketError(.invalidArgument, .parse, detail: "\(why) in '\(string)' (expected HOST:PORT or [IPv6]:PORT)")
         }

@@ -81,6 +81,17 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
         /// The caller passed something that cannot work: a bad address, port, duration,
         /// path, or an operation this kind of socket does not support. ``detail`` says which.
         public static let invalidArgument = Kind("invalid argument")
+        /// TLS (the `SocketsTLS` module): the peer's certificate was not accepted — expired,
+        /// for another host, signed by an unknown authority; ``detail`` says which.
+        public static let certificateRejected = Kind("certificate rejected")
+        /// TLS: the peer ended the handshake or the session with an alert (``detail`` names
+        /// it: `handshake failure`, `certificate required`, ...).
+        public static let tlsAlert = Kind("TLS alert")
+        /// TLS: what the peer sent is not TLS, or breaks the protocol (``detail`` says what).
+        public static let tlsProtocol = Kind("TLS protocol error")
+        /// TLS is not available: OpenSSL 3 (`libssl.so.3`) could not be loaded (``detail``
+        /// says why).
+        public static let tlsUnavailable = Kind("TLS unavailable")
         /// Any other system error; ``errno`` says which.
         public static let system = Kind("system error")
     }
@@ -110,6 +121,7 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
             ("resolve", "of"),
             ("parse", "of"),
             ("set timeout", "on"),
+            ("handshake", "with"),
         ]
 
         /// The operation's name.
@@ -152,6 +164,8 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
         public static let parse = Operation(15)
         /// The `set timeout` step.
         public static let setTimeout = Operation(16)
+        /// A TLS handshake (the `SocketsTLS` module).
+        public static let handshake = Operation(17)
     }
 
     // The fields live in one allocation, so that a `SocketError` is one word. An async
@@ -191,7 +205,7 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
 
     /// Which of the user's limits ended a timed-out call: it decides the message, which
     /// names the limit the user gave rather than the share of it the call had left.
-    enum TimeoutCause {
+    package enum TimeoutCause {
         /// The socket's ``Socket/timeout`` (or a `timeout:` argument): "timed out after 2s".
         case timeout
         /// The call's `deadline:`: "the deadline passed".
@@ -201,6 +215,13 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
     }
 
     private let fields: Fields
+
+    /// The same error for a transfer whose count would mislead (TLS: the bytes sent are
+    /// ciphertext), with `detail` put first.
+    package func withoutCount(detail: String) -> SocketError {
+        SocketError(copying: fields, address: address, bytesTransferred: nil,
+                    detail: self.detail.map { "\(detail): \($0)" } ?? detail)
+    }
 
     /// What happened.
     public var kind: Kind { fields.kind }
@@ -253,7 +274,7 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
     }
 
     /// A timeout, with the limit that ended it.
-    init(timedOut operation: Operation, after timeout: Duration?, _ cause: TimeoutCause, address: SocketAddress? = nil) {
+    package init(timedOut operation: Operation, after timeout: Duration?, _ cause: TimeoutCause, address: SocketAddress? = nil) {
         fields = Fields(.timedOut, operation, address, nil, timeout, nil, nil, cause)
     }
 
@@ -280,13 +301,13 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
     }
 
     /// The same error with `detail` put before any it had.
-    func with(detail: String) -> SocketError {
+    package func with(detail: String) -> SocketError {
         SocketError(copying: fields, address: address, bytesTransferred: bytesTransferred,
                     detail: self.detail.map { "\(detail): \($0)" } ?? detail)
     }
 
     /// The same error with an address filled in where it had none.
-    func at(_ address: SocketAddress?) -> SocketError {
+    package func at(_ address: SocketAddress?) -> SocketError {
         guard self.address == nil, let address else { return self }
         return SocketError(copying: fields, address: address, bytesTransferred: bytesTransferred, detail: detail)
     }

@@ -39,7 +39,7 @@ import SystemPackage
 // which connect to nothing, are born blocking.
 
 /// Which kernel timer bounds a call, and which readiness it waits for.
-enum WaitDirection {
+package enum WaitDirection {
     /// SO_RCVTIMEO, POLLIN: accept, recv, recvfrom.
     case receive
     /// SO_SNDTIMEO, POLLOUT: connect, send, sendto.

@@ -22,10 +22,10 @@ typealias PlatformLock = pthread_mutex_t
 /// — and `close()` waking a waiter that then takes the lock is exactly such a hand-off.
 /// ThreadSanitizer intercepts `pthread_mutex_lock`; uncontended, both are one atomic
 /// compare-and-swap.
-struct Locked<Value> {
+package struct Locked<Value> {
     private let storage: LockedStorage<Value>
 
-    init(_ value: Value) {
+    package init(_ value: Value) {
         storage = unsafeDowncast(LockedStorage.create(minimumCapacity: 1) { _ in value }, to: LockedStorage<Value>.self)
         storage.withUnsafeMutablePointerToElements { lock in
             #if canImport(Darwin)
@@ -40,7 +40,7 @@ struct Locked<Value> {
     /// Runs `body` with the value while holding the lock. `body` must not wait (no blocking
     /// system call) and must not take this lock again.
     @inline(__always)
-    func withLock<R, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
+    package func withLock<R, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
         try storage.withUnsafeMutablePointers { (value, lock) throws(E) -> R in
             #if canImport(Darwin)
             os_unfair_lock_lock(lock)
