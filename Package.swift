@@ -26,7 +26,8 @@ let package = Package(
             name: "Sockets",
             dependencies: ["CSockets", .product(name: "SystemPackage", package: "swift-system")]
         ),
-        .target(name: "CSocketsTLS"),
+        // dlopen is in glibc's libc since 2.34; older ones keep it in libdl.
+        .target(name: "CSocketsTLS", linkerSettings: [.linkedLibrary("dl", .when(platforms: [.linux]))]),
         .target(name: "SocketsTLS", dependencies: ["Sockets", "CSocketsTLS"]),
         .executableTarget(
             name: "sock",
