@@ -143,8 +143,8 @@ struct DialRecord {
         let attempts = tried.map { failures[$0] ?? SocketError(.closed, .connect, address: $0) }
         if attempts.count == 1 { return attempts[0] }
         let telling = DialRecord.mostTelling(attempts)
-        return SocketError(telling.kind, .connect, target: target, errno: telling.errno, timeout: nil, cause: nil,
-                           attempts: attempts, detail: DialRecord.summary(attempts))
+        return SocketError(telling.kind, .connect, target: target, errno: telling.errno, timeout: telling.timeout,
+                           cause: telling.timeoutCause, attempts: attempts, detail: DialRecord.summary(attempts))
     }
 
     /// The kind that says most about a set of failures: a refusal (something answered)
@@ -207,13 +207,27 @@ extension Socket {
         case failed(SocketError)
     }
 
-    /// Starts a connect to `address` without waiting.
-    private static func startAttempt(_ address: SocketAddress) -> Start {
+    /// Starts a connect to `address` without waiting — but a Unix one, whose full listener
+    /// answers EAGAIN (no connect under way to wait for), is made with the plain connect's
+    /// paced retries, until it connects, fails or `until` (the dial's end) comes: the race
+    /// waits for it (a local listener, where only a full queue can make it wait).
+    private static func startAttempt(_ address: SocketAddress, until: Int64) -> Start {
         let socket: Socket
         do throws(SocketError) {
             socket = try Socket(address.family, .stream)
         } catch {
             return .failed(error.at(address))
+        }
+        if address.family == .unix {
+            socket.timeout = .never
+            let left = max(0, until - Sys.now())
+            do throws(SocketError) {
+                try socket.connect(to: address, deadline: until == .max ? nil : .now + .nanoseconds(left))
+                return .connected(socket)
+            } catch {
+                socket.close()
+                return .failed(error.at(address))
+            }
         }
         socket.timeout = .nonBlocking
         do throws(SocketError) {
@@ -256,8 +270,8 @@ extension Socket {
             }
             while underWay.isEmpty || now >= nextAttemptAt, let address = plan.next(now: now) {
                 record.tried.append(address)
-                nextAttemptAt = now + delay
-                switch startAttempt(address) {
+                nextAttemptAt = saturatingSum(now, delay)
+                switch startAttempt(address, until: end) {
                 case .connected(let socket):
                     socket.timeout = timeout
                     return socket
@@ -367,7 +381,7 @@ extension Socket {
                 if now >= end { return await finish(.failure(record.timedOut(awaiting: awaiting))) }
                 while underWay == 0 || now >= nextAttemptAt, let address = plan.next(now: now) {
                     record.tried.append(address)
-                    nextAttemptAt = now + delay
+                    nextAttemptAt = saturatingSum(now, delay)
                     underWay += 1
                     group.addTask {
                         do throws(SocketError) {

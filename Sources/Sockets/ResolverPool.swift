@@ -81,8 +81,15 @@ final class ResolverPool: Sendable {
             return (lookup, true)
         }
         if fresh.startThread && !Sys.spawnDetached({ self.work() }) {
-            state.withLock { $0.threads -= 1 }
-            leave(fresh.0)
+            // No thread: the lookup fails for every caller who joined it meanwhile, too.
+            let lookup = fresh.0
+            state.withLock { s in
+                s.threads -= 1
+                s.queue.removeAll { $0 === lookup }
+                if s.lookups[key] === lookup { (s.lookups[key], s.interest[key]) = (nil, nil) }
+                lookup.state.withLock { $0.result = .failure(Sys.ResolveFailure(message: "no thread for the resolver", errno: nil)) }
+            }
+            lookup.done.close()
             throw SocketError(.system, .resolve, detail: "'\(key.host)': no thread for the resolver")
         }
         return fresh.0

@@ -216,6 +216,9 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
 
     private let fields: Fields
 
+    /// Which limit ended a timed-out call (nil for other errors, and for users' own).
+    var timeoutCause: TimeoutCause? { fields.cause }
+
     /// The same error for a transfer whose count would mislead (TLS: the bytes sent are
     /// ciphertext), with `detail` put first.
     package func withoutCount(detail: String) -> SocketError {

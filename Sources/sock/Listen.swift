@@ -61,7 +61,7 @@ struct Listen: AsyncParsableCommand {
             // so that a Unix listener's socket file is gone before the process exits.
             defer { server.close() }
             // And also when the process is interrupted.
-            let cleanup = try closeOnSignals(server)
+            let cleanup = try removeSocketFileOnSignals(server)
             defer { cleanup.forEach { $0.cancel() } }
             if !session.quiet { printError("listening on \(try server.localAddress)") }
             server.timeout = acceptTimeout?.timeout ?? .never
@@ -159,11 +159,11 @@ struct Listen: AsyncParsableCommand {
         }
     }
 
-    /// On SIGINT, SIGTERM or SIGHUP: closes `server`, removes its socket file (if the path
+    /// On SIGINT, SIGTERM or SIGHUP: removes `server`'s socket file (if the path
     /// still names the file it made: the library's own removal waits for a call in progress,
     /// such as the accept, to return, and the exit would come first) and exits with
     /// 128 + the signal's number, as the default action would have.
-    private func closeOnSignals(_ server: Socket) throws(SocketError) -> [DispatchSourceSignal] {
+    private func removeSocketFileOnSignals(_ server: Socket) throws(SocketError) -> [DispatchSourceSignal] {
         guard case .unix(let path) = try server.localAddress, let made = fileIdentity(path) else { return [] }
         return [SIGINT, SIGTERM, SIGHUP].map { (number: CInt) -> DispatchSourceSignal in
             signal(number, SIG_IGN)  // the source sees it; the default action would not remove the file
@@ -173,7 +173,8 @@ struct Listen: AsyncParsableCommand {
             pthread_sigmask(SIG_UNBLOCK, &unblock, nil)  // a parent may have left it blocked
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler {
-                server.close()
+                // No close() first: it would wake the accept, whose thread could then exit
+                // with its own status (1) before this one has removed the file.
                 if fileIdentity(path) == made { unlink(path) }
                 exitProcess(128 + number)
             }

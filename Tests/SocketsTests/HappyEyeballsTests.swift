@@ -218,6 +218,49 @@ struct HappyEyeballsTests {
         #expect(list.next(now: 0) == a2)
     }
 
+    @Test("an enormous attemptDelay does not overflow; a refusal still starts the next attempt")
+    func hugeDelay() throws {
+        let (holder, refusing) = try refusingPort()
+        let (working, v4) = try makeListener()
+        defer { holder.close(); working.close() }
+        let socket = try Socket.connect(to: [refusing, v4], timeout: try .after(.seconds(5)), attemptDelay: .seconds(10_000_000_000_000))
+        #expect(try socket.peerAddress == v4)
+        socket.close()
+    }
+
+    @Test("a Unix listener whose queue is full is waited for, not taken for a failure")
+    func unixFullQueue() throws {
+        let path = NSTemporaryDirectory() + "he-\(getpid()).sock"
+        unlink(path)
+        defer { unlink(path) }
+        let listener = try Socket(.unix)
+        try listener.bind(to: .unix(path: path))
+        try listener.listen(backlog: 0)
+        defer { listener.close() }
+        var fillers: [Socket] = []
+        defer { fillers.forEach { $0.close() } }
+        for _ in 0..<8 {  // fill the queue until a connect would wait (EAGAIN)
+            let filler = try Socket(.unix)
+            filler.timeout = .nonBlocking
+            do throws(SocketError) { try filler.connect(to: .unix(path: path)); fillers.append(filler) } catch {
+                filler.close()
+                #expect(error.kind == .wouldBlock)
+                break
+            }
+        }
+        let queued = fillers.count
+        let draining = Background {  // frees the queue after 300 ms
+            pause(.milliseconds(300))
+            for _ in 0..<queued + 1 { _ = try? listener.accept(deadline: .now + .milliseconds(200)) }
+        }
+        let other = SocketAddress.unix(path: path + ".none")
+        let start = ContinuousClock.now
+        let socket = try Socket.connect(to: [.unix(path: path), other], timeout: try .after(.seconds(3)))
+        #expect(ContinuousClock.now - start >= .milliseconds(250))
+        socket.close()
+        try draining.value()
+    }
+
     @Test("attemptDelay under 10 ms, an empty list: a clear error, no descriptor")
     func badInput() throws {
         let (working, v4) = try makeListener()

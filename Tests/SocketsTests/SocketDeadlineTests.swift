@@ -1,6 +1,7 @@
 import Foundation
 import Sockets
 import SystemPackage
+import Synchronization
 import Testing
 
 // Socket deadlines (Go's SetReadDeadline): set from another thread, they reach calls
@@ -241,6 +242,36 @@ struct SocketDeadlineTests {
         let (error, at) = try call.value()
         #expect(error?.kind == .timedOut, "\(String(describing: error))")
         #expect(at - set < .milliseconds(1000), "took \(at - set)")
+    }
+
+    @Test("a Unix stream sendAll to a reader that frees room now and then: its timeout and a new send deadline still end it")
+    func unixTrickle() throws {
+        for mode in ["timeout", "deadline"] {
+            let (writer, reader) = try Socket.pair()
+            defer { writer.close(); reader.close() }
+            let stop = Atomic<Bool>(false)
+            let reading = Background {  // 16 KiB every 50 ms, for 10 s at most
+                let end = ContinuousClock.now + .seconds(10)
+                reader.timeout = try .after(.milliseconds(100))
+                while !stop.load(ordering: .relaxed) && ContinuousClock.now < end {
+                    _ = try? reader.receive(upTo: 16_384)
+                    pause(.milliseconds(50))
+                }
+            }
+            writer.timeout = mode == "timeout" ? try .after(.seconds(1)) : .never
+            if mode == "deadline" {
+                let setter = Background { pause(.milliseconds(300)); writer.setSendDeadline(.now) }
+                defer { _ = try? setter.value() }
+                let (error, elapsed) = expectFailure(.timedOut) { try writer.sendAll([UInt8](repeating: 1, count: 16 << 20)) }
+                #expect(elapsed < .seconds(2), "\(mode): still sending after \(elapsed)")
+                #expect((error?.bytesTransferred ?? 0) > 0)
+            } else {
+                let (_, elapsed) = expectFailure(.timedOut) { try writer.sendAll([UInt8](repeating: 1, count: 16 << 20)) }
+                expectTiming(elapsed, atLeast: .seconds(1))
+            }
+            stop.store(true, ordering: .relaxed)
+            try reading.value(within: .seconds(15))
+        }
     }
 
     @Test("close() still ends a call that watches the deadline")

@@ -32,10 +32,13 @@ extension Socket {
         WaitKind(direction: .send, sleepsInKernel: false, needsNonblocking: true, pacedAfterFalseReadiness: family == .unix)
     }
 
-    /// `sendAll`, `send(_:to:)`: may sleep in the kernel unless a Unix datagram send would
-    /// sleep on the receiver's queue.
+    /// `sendAll`, `send(_:to:)`: may sleep in the kernel on TCP and UDP. Not on a Unix
+    /// socket: a datagram send would sleep on the receiver's queue, and a stream send starts
+    /// SO_SNDTIMEO afresh for every buffer it allocates (`sock_alloc_send_pskb`), so a reader
+    /// that frees some room now and then keeps it asleep past any timer (TCP counts its timer
+    /// down across the whole send).
     var sendKind: WaitKind {
-        WaitKind(direction: .send, sleepsInKernel: !isUnixDatagram, needsNonblocking: false, pacedAfterFalseReadiness: isUnixDatagram)
+        WaitKind(direction: .send, sleepsInKernel: family != .unix, needsNonblocking: false, pacedAfterFalseReadiness: isUnixDatagram)
     }
 
     /// `send(_:)`: never sleeps in the kernel, where a blocking send would wait to send
@@ -247,8 +250,19 @@ extension Socket {
             } else if !call.watchesDeadlines && call.budget.socketDeadlineDirection != nil {
                 slice = KernelTimer.reach
             }
-            call.readiness = try call.budget.wait(fd, for: call.kind.events, waker: wakerFD, slice: slice,
-                                                 socketEnd: call.socketEnd)
+            do throws(SocketError) {
+                call.readiness = try call.budget.wait(fd, for: call.kind.events, waker: wakerFD, slice: slice,
+                                                     socketEnd: call.socketEnd)
+            } catch {
+                // The socket's deadline as last read ran out: a call that no waker tells of a
+                // change reads it again before it gives up (it may have been moved or removed).
+                guard error.kind == .timedOut, call.socketEnd < call.budget.end, !call.watchesDeadlines,
+                      let direction = call.budget.socketDeadlineDirection else { throw error }
+                let fresh = state.withLock { $0.deadlines.end(direction) }
+                if fresh == call.socketEnd { throw error }
+                call.socketEnd = fresh
+                call.readiness = 0
+            }
         }
         if isClosed { throw SocketError(.closed, call.budget.operation) }
     }
