@@ -19,10 +19,8 @@ def free_port():
 def wait_listening(port, limit=10.0):
     end = time.time() + limit
     while time.time() < end:
-        with socket.socket() as probe:
-            # A listener that accepts once must not have its one connection taken by a probe:
-            # look for the socket in /proc/net/tcp instead of connecting.
-            pass
+        # A listener that accepts once must not have its one connection taken by a probe:
+        # look for the listening socket in /proc/net/tcp instead of connecting.
         with open("/proc/net/tcp") as f:
             if any(line.split()[1].endswith(":%04X" % port) and line.split()[3] == "0A" for line in f.readlines()[1:]):
                 return
@@ -30,10 +28,8 @@ def wait_listening(port, limit=10.0):
     sys.exit("nothing listens on %d" % port)
 
 def run_pair(listener_cmd, client_cmd, limit):
-    start = time.time()
     listener = subprocess.Popen(listener_cmd, shell=True, stderr=subprocess.DEVNULL)
-    port_wait_start = time.time()
-    wait_listening(int(listener_cmd.split("PORT=")[1].split()[0]) if "PORT=" in listener_cmd else 0)
+    wait_listening(int(listener_cmd.split("PORT=")[1].split()[0]))
     start = time.time()
     client = subprocess.Popen(client_cmd, shell=True, stderr=subprocess.DEVNULL)
     for p in (client, listener):
