@@ -134,9 +134,9 @@ extension Socket {
     ///
     /// - Throws: `.timedOut` if it has passed.
     @inline(__always)
-    func socketDeadline(_ s: State, _ budget: WaitBudget) throws(SocketError) -> Int64 {
-        guard let direction = budget.socketDeadlineDirection, s.deadlines.used(direction) else { return .max }
-        let end = s.deadlines.end(direction)
+    func socketDeadline(_ deadlines: SocketDeadlines, _ budget: WaitBudget) throws(SocketError) -> Int64 {
+        guard let direction = budget.socketDeadlineDirection, deadlines.used(direction) else { return .max }
+        let end = deadlines.end(direction)
         if end != .max && Sys.now() >= end {
             throw SocketError(timedOut: budget.operation, after: .zero, .socketDeadline(direction))
         }

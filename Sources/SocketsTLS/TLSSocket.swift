@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import CSocketsTLS
 import Sockets
 
@@ -34,8 +39,8 @@ import Sockets
 /// Thread safety: one thread may receive while another sends; ``close()`` from any thread
 /// ends every wait, the handshake's included, with ``SocketError/Kind/closed``.
 public final class TLSSocket: @unchecked Sendable {
-    // @unchecked Sendable is safe: the engine is reached only under `engine`'s lock, and the
-    // queued ciphertext only under `sending`'s; the other stored properties never change.
+    // @unchecked Sendable is safe: the engine is reached only under `engine`'s lock, and
+    // `queued` only while `sendLock` is held; the other stored properties never change.
 
     /// The connection underneath. Its ``Socket/timeout`` applies to TLS calls as to its own;
     /// do not send or receive on it directly once TLS has begun.
@@ -44,8 +49,12 @@ public final class TLSSocket: @unchecked Sendable {
     public let serverName: String?
 
     private let engine: Locked<Engine>
-    /// Ciphertext made but not yet sent (a timed-out send's rest): sent first by the next send.
-    private let sending = Locked<[UInt8]>([])
+    /// Held by a sender for the whole of its send, so ciphertext leaves in the order it was
+    /// made (the library's `Locked` may not be held across a wait).
+    private let sendLock = SendLock()
+    /// Ciphertext made but not yet sent (a timed-out send's rest): sent first by the next
+    /// send. Only while `sendLock` is held.
+    private var queued: [UInt8] = []
 
     private final class Engine: @unchecked Sendable {
         // @unchecked Sendable is safe: reached only under TLSSocket.engine's lock.
@@ -262,8 +271,11 @@ public final class TLSSocket: @unchecked Sendable {
                 return Self.takeOutgoing(e)
             }
             socket.timeout = .nonBlocking  // from here on nothing waits
-            if !outgoing.isEmpty, sending.withLock({ $0.isEmpty }) {
-                _ = try? socket.send(outgoing)
+            // close_notify only if no send is under way (never wait for one: close() is
+            // what ends it) and nothing is queued before it.
+            if !outgoing.isEmpty, sendLock.tryLock() {
+                if queued.isEmpty { _ = try? socket.send(outgoing) }
+                sendLock.unlock()
             }
             // Read away what has come and was never read (TLS 1.3 session tickets, most
             // often): a close(2) with unread data sends a reset, and the peer may then lose
@@ -303,15 +315,15 @@ public final class TLSSocket: @unchecked Sendable {
 
     /// Sends `bytes` after anything queued, in order; a timed-out send keeps the rest queued.
     private func send(_ bytes: [UInt8], deadline: ContinuousClock.Instant?) throws(SocketError) {
-        try sending.withLock { queued throws(SocketError) in
-            queued += bytes
-            do throws(SocketError) {
-                try socket.sendAll(queued, deadline: deadline)
-                queued.removeAll(keepingCapacity: true)
-            } catch {
-                queued.removeFirst(min(error.bytesTransferred ?? 0, queued.count))
-                throw error
-            }
+        sendLock.lock()
+        defer { sendLock.unlock() }
+        queued += bytes
+        do throws(SocketError) {
+            try socket.sendAll(queued, deadline: deadline)
+            queued.removeAll(keepingCapacity: true)
+        } catch {
+            queued.removeFirst(min(error.bytesTransferred ?? 0, queued.count))
+            throw error
         }
     }
 
@@ -374,4 +386,27 @@ public final class TLSSocket: @unchecked Sendable {
         }
         return SocketError(error.kind, .handshake, address: address, errno: error.errno, detail: error.detail)
     }
+}
+
+/// A mutex that may be held across a blocking send (`pthread_mutex_t`, which ThreadSanitizer
+/// sees), with a try-lock for `close()`, which must never wait for a sender.
+final class SendLock: @unchecked Sendable {
+    // @unchecked Sendable is safe: the mutex is allocated once, never moves, and is only
+    // used through pthread_mutex_* calls, which are thread-safe.
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    init() {
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    func lock() { pthread_mutex_lock(mutex) }
+    func unlock() { pthread_mutex_unlock(mutex) }
+    func tryLock() -> Bool { pthread_mutex_trylock(mutex) == 0 }
 }

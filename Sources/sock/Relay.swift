@@ -9,7 +9,6 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Sockets
-import Synchronization
 
 /// How a relay session ends (the OpenBSD nc model; see the README's "The `sock` tool").
 struct SessionRules: Sendable {
@@ -80,7 +79,9 @@ final class Relay: Sendable {
         var ending = false
     }
 
-    private let state: Mutex<State>
+    /// The library's lock (pthread underneath), not Synchronization's Mutex, whose contended
+    /// paths ThreadSanitizer cannot see (it reported every hand-off as a race).
+    private let state: Locked<State>
     /// Signalled when something `run()` decides on changes.
     private let changed = DispatchSemaphore(value: 0)
 
@@ -89,7 +90,7 @@ final class Relay: Sendable {
         self.socket = socket
         self.rules = rules
         let now = ContinuousClock.now
-        state = Mutex(State(input: .waiting(since: now), received: received, written: received, lastActivity: now))
+        state = Locked(State(input: .waiting(since: now), received: received, written: received, lastActivity: now))
     }
 
     /// UDP (or a Unix datagram socket): a read of stdin is one datagram, an empty datagram is

@@ -297,6 +297,36 @@ struct TLSTests {
         #expect(received == first + second, "the stream is not the bytes sent, in order")
     }
 
+    @Test("close() from another thread while a send waits on a peer that does not read: close returns at once, the send ends")
+    func closeDuringSend() throws {
+        let (listener, address) = try makeListener()
+        defer { listener.close() }
+        let server = try TLSConfiguration.server(certificateChain: fixture("good.pem"), privateKey: fixture("good.key"))
+        let done = DispatchSemaphore(value: 0)
+        let serving = Background {
+            let (connection, _) = try listener.accept(deadline: .now + .seconds(10))
+            try bounded(connection)
+            connection.timeout = try .after(.seconds(10))
+            let tls = try TLSSocket(serving: connection, configuration: server)
+            try tls.handshake()
+            _ = done.wait(timeout: .now() + 20)  // never reads
+            tls.close()
+        }
+        let tls = try client(address.port!, try trustingTestCA(), timeout: .never)
+        try bounded(tls.socket)
+        try tls.handshake()
+        let sending = Background { () -> SocketError.Kind? in
+            do throws(SocketError) { try tls.sendAll([UInt8](repeating: 5, count: 8 << 20)); return nil } catch { return error.kind }
+        }
+        pause(.milliseconds(200))  // the send is waiting for room
+        let start = ContinuousClock.now
+        tls.close()
+        #expect(ContinuousClock.now - start < .milliseconds(500), "close() waited \(ContinuousClock.now - start)")
+        #expect(try sending.value(within: .seconds(5)) == .closed)
+        done.signal()
+        try serving.value(within: .seconds(20))
+    }
+
     @Test("bad input: a missing file, a server configuration on the client side, no server name")
     func badInput() throws {
         let (e1, _) = expectFailure(.invalidArgument) {

@@ -40,7 +40,7 @@ extension Socket {
             return try state.withLock { s throws(SocketError) -> AsyncCall in
                 if s.closing { throw SocketError(.closed, operation) }
                 let budget = try WaitBudget(s.timeout, deadlineLeft: deadlineLeft, operation)
-                _ = try socketDeadline(s, budget)  // one already past fails here; the reactor keeps it
+                _ = try socketDeadline(s.deadlines, budget)  // one already past fails here; the reactor keeps it
                 let registration: Registration
                 if let existing = s.registration { registration = existing } else { registration = try register(&s, operation) }
                 if operation == .connect { s.peer = address }

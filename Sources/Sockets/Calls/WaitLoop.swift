@@ -97,7 +97,7 @@ extension Socket {
                 var budget = try WaitBudget(s.timeout, deadlineLeft: deadlineLeft, operation)
                 if Reactor.isReactorThread { budget = budget.forReactorThread }
                 var call = Call(budget: budget, kind: kind, path: .poll)
-                call.socketEnd = try socketDeadline(s, budget)
+                call.socketEnd = try socketDeadline(s.deadlines, budget)
                 do throws(Errno) {
                     call.path = try plan(&s, kind, budget, allotted: budget.allotted, left: budget.allotted,
                                          kind.needsNonblocking ? .now : .afterTrying)
