@@ -1,4 +1,5 @@
 import Foundation
+import Sockets
 import Synchronization
 
 /// The `sock` binary `swift test` built beside this test bundle.
@@ -60,9 +61,11 @@ final class ChildProcess {
         }
     }
 
-    /// What the child has written so far, filled by the reading threads.
+    /// What the child has written so far, filled by the reading threads. The library's
+    /// pthread-based lock, not Synchronization's Mutex, whose contended hand-offs (stdout's
+    /// and stderr's readers at once) ThreadSanitizer reports as races.
     private final class Captured: Sendable {
-        let bytes = Mutex<(out: [UInt8], err: [UInt8])>(([], []))
+        let bytes = Locked<(out: [UInt8], err: [UInt8])>(([], []))
     }
 
     private func drain(_ pipe: Pipe, into append: @escaping @Sendable (inout (out: [UInt8], err: [UInt8]), Data) -> Void) {
