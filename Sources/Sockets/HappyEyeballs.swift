@@ -78,6 +78,14 @@ struct EyeballsPlan {
         return v4AnsweredAt.map { $0 + EyeballsPlan.resolutionDelay }
     }
 
+    /// When the dial must look again, at the latest `end`: when the next attempt may start
+    /// beside those `underWay` (at `nextAttemptAt`), or the first one may.
+    func wake(end: Int64, underWay: Bool, nextAttemptAt: Int64) -> Int64 {
+        guard hasUntried else { return end }
+        if underWay { return min(end, nextAttemptAt) }
+        return firstAttemptAt.map { min(end, $0) } ?? end
+    }
+
     /// The next address to try at `now`, if one may start: families alternate.
     mutating func next(now: Int64) -> SocketAddress? {
         guard hasUntried, let at = firstAttemptAt, now >= at else { return nil }
@@ -106,28 +114,21 @@ struct DialRecord {
     /// A lookup never started: all the resolver threads were busy.
     var lookupDetail: String?
 
-    /// The user's limit and how to name it: the timeout, or the deadline if it came first.
-    var limit: (allowed: Duration?, cause: SocketError.TimeoutCause) {
-        let byTimeout = timeout.duration.map { d in deadline.map { start + d <= $0 } ?? true } ?? false
-        return byTimeout ? (timeout.duration, .timeout) : (deadline.map { $0 - start }, .deadline)
-    }
-
     /// The error when the deadline has passed, with `awaiting` lookups still unanswered.
     func timedOut(awaiting: [SocketAddress.Family]) -> SocketError {
-        let (allowed, cause) = limit
+        let (allowed, cause) = timeout.limit(from: start, deadline: deadline)
+        let unanswered = awaiting.isEmpty ? nil
+            : "the \(awaiting.map { $0 == .ipv6 ? "AAAA" : "A" }.joined(separator: " and ")) lookup unanswered"
         if tried.isEmpty {
-            let families = awaiting.map { $0 == .ipv6 ? "AAAA" : "A" }.joined(separator: " and ")
-            var detail = "no address came from the resolver in time" + (families.isEmpty ? "" : " (the \(families) lookup unanswered)")
+            var detail = "no address came from the resolver in time" + (unanswered.map { " (\($0))" } ?? "")
             if let lookupDetail { detail += "; \(lookupDetail)" }
             return SocketError(.timedOut, .resolve, target: target, errno: nil, timeout: allowed, cause: cause,
                                attempts: [], detail: detail)
         }
         let attempts = tried.map { failures[$0] ?? SocketError(timedOut: .connect, after: allowed, cause, address: $0) }
-        if attempts.count == 1 && awaiting.isEmpty { return attempts[0] }
+        if attempts.count == 1 && unanswered == nil { return attempts[0] }
         var detail = DialRecord.summary(attempts)
-        if !awaiting.isEmpty {
-            detail += "; the \(awaiting.map { $0 == .ipv6 ? "AAAA" : "A" }.joined(separator: " and ")) lookup unanswered"
-        }
+        if let unanswered { detail += "; \(unanswered)" }
         return SocketError(.timedOut, .connect, target: target, errno: nil, timeout: allowed, cause: cause,
                            attempts: attempts, detail: detail)
     }
@@ -193,8 +194,7 @@ extension Socket {
         case .success(let list):
             return list
         case .failure(let failure):
-            record.lookupFailures.append(SocketError(.nameResolution, .resolve, errno: failure.errno,
-                                                     detail: "'\(lookup.key.host)': \(failure.message)"))
+            record.lookupFailures.append(SocketAddress.lookupFailure(failure, host: lookup.key.host))
             return []
         case nil:
             return []
@@ -284,10 +284,7 @@ extension Socket {
                 now = Sys.now()
             }
             if underWay.isEmpty && !plan.hasUntried && lookups.isEmpty { throw record.allFailed() }
-            var wake = end
-            if plan.hasUntried {
-                if !underWay.isEmpty { wake = min(wake, nextAttemptAt) } else if let at = plan.firstAttemptAt { wake = min(wake, at) }
-            }
+            let wake = plan.wake(end: end, underWay: !underWay.isEmpty, nextAttemptAt: nextAttemptAt)
             let fds = lookups.map(\.1.waiter.fd) + underWay.map(\.socket.fd)
             let events = lookups.map { _ in Sys.pollIn } + underWay.map { _ in Sys.pollOut }
             let revents: [Int16]
@@ -299,20 +296,14 @@ extension Socket {
             now = Sys.now()
             // The attempts first: one that has connected wins even if a lookup answered too.
             for i in underWay.indices.reversed() where revents[lookups.count + i] != 0 {
-                let (socket, address) = underWay[i]
-                if revents[lookups.count + i] == Sys.pollOut {
-                    underWay.remove(at: i)
-                    socket.timeout = timeout
-                    return socket
-                }
-                let outcome = (try? socket.pendingError()) ?? nil
+                let (socket, address) = underWay.remove(at: i)
+                // Writable and nothing else is connected; otherwise SO_ERROR says what happened.
+                let outcome = revents[lookups.count + i] == Sys.pollOut ? nil : (try? socket.pendingError()) ?? nil
                 if let outcome, outcome != .socketIsConnected {
-                    underWay.remove(at: i)
                     socket.close()
                     record.failures[address] = SocketError(.connect, errno: outcome, address: address)
                     nextAttemptAt = now
                 } else {
-                    underWay.remove(at: i)
                     socket.timeout = timeout
                     return socket
                 }
@@ -341,7 +332,8 @@ extension Socket {
         target: String, lookup: (host: String, port: UInt16)?, addresses: [SocketAddress],
         timeout: SocketTimeout, deadline: ContinuousClock.Instant?, attemptDelay: Duration
     ) async throws(SocketError) -> Socket {
-        if Task.isCancelled { throw SocketError(.cancelled, .connect, detail: "'\(target)'") }
+        let cancelled = SocketError(.cancelled, .connect, detail: "'\(target)'")
+        if Task.isCancelled { throw cancelled }
         let start = ContinuousClock.now
         let overall = try dialDeadline(target, timeout: timeout, deadline: deadline, start: start)
         let delay = try attemptDelayNanoseconds(attemptDelay)
@@ -377,7 +369,7 @@ extension Socket {
             }
             while true {
                 var now = Sys.now()
-                if Task.isCancelled { return await finish(.failure(SocketError(.cancelled, .connect, detail: "'\(target)'"))) }
+                if Task.isCancelled { return await finish(.failure(cancelled)) }
                 if now >= end { return await finish(.failure(record.timedOut(awaiting: awaiting))) }
                 while underWay == 0 || now >= nextAttemptAt, let address = plan.next(now: now) {
                     record.tried.append(address)
@@ -396,10 +388,7 @@ extension Socket {
                     now = Sys.now()
                 }
                 if underWay == 0 && !plan.hasUntried && awaiting.isEmpty { return await finish(.failure(record.allFailed())) }
-                var wake = end
-                if plan.hasUntried {
-                    if underWay > 0 { wake = min(wake, nextAttemptAt) } else if let at = plan.firstAttemptAt { wake = min(wake, at) }
-                }
+                let wake = plan.wake(end: end, underWay: underWay > 0, nextAttemptAt: nextAttemptAt)
                 if wake < tickAt {
                     tickAt = wake
                     let instant = ContinuousClock.now + .nanoseconds(max(0, wake - Sys.now()))
@@ -417,12 +406,12 @@ extension Socket {
                     return await finish(.success(socket))
                 case .failed(let address, let error):
                     underWay -= 1
-                    if error.kind == .cancelled { return await finish(.failure(SocketError(.cancelled, .connect, detail: "'\(target)'"))) }
+                    if error.kind == .cancelled { return await finish(.failure(cancelled)) }
                     if error.kind != .timedOut { record.failures[address] = error }
                     nextAttemptAt = Sys.now()
                 case .answered(let family, let lookup, let error):
                     if let error, error.kind == .cancelled {
-                        return await finish(.failure(SocketError(.cancelled, .connect, detail: "'\(target)'")))
+                        return await finish(.failure(cancelled))
                     }
                     if let error, error.kind == .timedOut {
                         // At the deadline: the next turn reports it, with this lookup unanswered.

@@ -48,6 +48,11 @@ extension SocketAddress {
     }
 
     /// What `getaddrinfo` answered, as addresses or the error.
+    /// The error of a failed `getaddrinfo`, naming the host.
+    static func lookupFailure(_ failure: Sys.ResolveFailure, host: String) -> SocketError {
+        SocketError(.nameResolution, .resolve, errno: failure.errno, detail: "'\(host)': \(failure.message)")
+    }
+
     private static func addresses(_ outcome: Result<[SocketAddress], Sys.ResolveFailure>, host: String) throws(SocketError) -> [SocketAddress] {
         switch outcome {
         case .success(let list) where !list.isEmpty:
@@ -55,7 +60,7 @@ extension SocketAddress {
         case .success:
             throw SocketError(.nameResolution, .resolve, detail: "'\(host)' has no IPv4 or IPv6 address")
         case .failure(let failure):
-            throw SocketError(.nameResolution, .resolve, errno: failure.errno, detail: "'\(host)': \(failure.message)")
+            throw lookupFailure(failure, host: host)
         }
     }
 

@@ -47,6 +47,15 @@ struct SocketDeadlines {
     func end(_ direction: WaitDirection) -> Int64 { direction == .receive ? receive : send }
     func used(_ direction: WaitDirection) -> Bool { direction == .receive ? receiveUsed : sendUsed }
 
+    /// The error for a call in `direction` that starts after its deadline has passed (nil:
+    /// none has, or none is set): it fails at once, before any system call.
+    func passed(_ direction: WaitDirection, _ operation: SocketError.Operation) -> SocketError? {
+        guard used(direction) else { return nil }
+        let end = self.end(direction)
+        guard end != .max && Sys.now() >= end else { return nil }
+        return SocketError(timedOut: operation, after: .zero, .socketDeadline(direction))
+    }
+
     mutating func set(_ direction: WaitDirection, _ end: Int64) {
         if direction == .receive { (receive, receiveUsed) = (end, true) } else { (send, sendUsed) = (end, true) }
     }
@@ -136,11 +145,8 @@ extension Socket {
     @inline(__always)
     func socketDeadline(_ deadlines: SocketDeadlines, _ budget: WaitBudget) throws(SocketError) -> Int64 {
         guard let direction = budget.socketDeadlineDirection, deadlines.used(direction) else { return .max }
-        let end = deadlines.end(direction)
-        if end != .max && Sys.now() >= end {
-            throw SocketError(timedOut: budget.operation, after: .zero, .socketDeadline(direction))
-        }
-        return end
+        if let passed = deadlines.passed(direction, budget.operation) { throw passed }
+        return deadlines.end(direction)
     }
 
     /// A blocking call starts watching the waker for a change (under the lock).

@@ -121,8 +121,7 @@ extension Socket {
             throw SocketError(.invalidArgument, .connect,
                               detail: "connecting by name needs a blocking or timed socket, not a non-blocking one")
         }
-        guard let d = timeout.duration else { return deadline }
-        return min(deadline ?? start + d, start + d)
+        return timeout.end(from: start, deadline: deadline)
     }
 
     /// A timeout as the caller sees it: against the limit the caller gave — `timeout`
@@ -132,9 +131,8 @@ extension Socket {
         _ error: SocketError, timeout: SocketTimeout, deadline: ContinuousClock.Instant?, start: ContinuousClock.Instant
     ) -> SocketError {
         guard error.kind == .timedOut && error.timeout != .zero else { return error }
-        let byTimeout = timeout.duration.map { d in deadline.map { start + d <= $0 } ?? true } ?? false
-        let allowed = byTimeout ? timeout.duration : deadline.map { $0 - start }
-        let seen = SocketError(timedOut: error.operation, after: allowed, byTimeout ? .timeout : .deadline, address: error.address)
+        let (allowed, cause) = timeout.limit(from: start, deadline: deadline)
+        let seen = SocketError(timedOut: error.operation, after: allowed, cause, address: error.address)
         return error.detail.map { seen.with(detail: $0) } ?? seen
     }
 }

@@ -100,14 +100,8 @@ extension Socket {
     @inline(__always)
     func sendWithoutWaiting(_ buffer: UnsafeRawBufferPointer) throws(SocketError) -> Int {
         do throws(SocketError) {
-            try state.withLock { s throws(SocketError) in
-                if s.closing { throw SocketError(.closed, .sendAll) }
-                // A send deadline already past fails before any system call, as in every call.
-                if s.deadlines.sendUsed && s.deadlines.send != .max && Sys.now() >= s.deadlines.send {
-                    throw SocketError(timedOut: .sendAll, after: .zero, .socketDeadline(.send))
-                }
-                s.users += 1
-            }
+            // A send deadline already past fails before any system call, as in every call.
+            try beginUse(.sendAll, address: nil, deadline: .send)
         } catch {
             throw error.at(state.withLock { $0.peer }).transferred(0)
         }

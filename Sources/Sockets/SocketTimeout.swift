@@ -109,3 +109,19 @@ public struct SocketTimeout: Hashable, Sendable, CustomStringConvertible {
         }
     }
 }
+
+extension SocketTimeout {
+    /// When a whole operation that starts at `start` must end: after this timeout or at
+    /// `deadline`, whichever is earlier (nil: neither limits it).
+    package func end(from start: ContinuousClock.Instant, deadline: ContinuousClock.Instant?) -> ContinuousClock.Instant? {
+        guard let d = duration else { return deadline }
+        return min(deadline ?? start + d, start + d)
+    }
+
+    /// Which of the two limits the user gave ends such an operation, and how long it
+    /// allowed: what its timeout message names ("timed out after 5s", "the deadline passed").
+    package func limit(from start: ContinuousClock.Instant, deadline: ContinuousClock.Instant?) -> (allowed: Duration?, cause: SocketError.TimeoutCause) {
+        let byTimeout = duration.map { d in deadline.map { start + d <= $0 } ?? true } ?? false
+        return byTimeout ? (duration, .timeout) : (deadline.map { $0 - start }, .deadline)
+    }
+}

@@ -118,7 +118,7 @@ public final class TLSSocket: @unchecked Sendable {
         let start = ContinuousClock.now
         var name = serverName
         if name == nil { name = try HostPort.split(hostPort).host }
-        let overall: ContinuousClock.Instant? = timeout.duration.map { d in min(deadline ?? start + d, start + d) } ?? deadline
+        let overall = timeout.end(from: start, deadline: deadline)
         let socket = try Socket.connect(to: hostPort, timeout: timeout, deadline: overall)
         do throws(SocketError) {
             let tls = try TLSSocket(client: socket, configuration: configuration, serverName: name)
@@ -145,7 +145,7 @@ public final class TLSSocket: @unchecked Sendable {
     public func handshake(deadline: ContinuousClock.Instant? = nil) throws(SocketError) {
         let start = ContinuousClock.now
         let timeout = socket.timeout
-        let end: ContinuousClock.Instant? = timeout.duration.map { d in min(deadline ?? start + d, start + d) } ?? deadline
+        let end = timeout.end(from: start, deadline: deadline)
         try handshake(deadline: end, start: start, userTimeout: timeout, userDeadline: deadline)
     }
 
@@ -308,9 +308,7 @@ public final class TLSSocket: @unchecked Sendable {
 
     /// One limit for a call: the socket's timeout from now, or `deadline`, whichever first.
     private func callEnd(_ deadline: ContinuousClock.Instant?) -> ContinuousClock.Instant? {
-        guard let d = socket.timeout.duration else { return deadline }
-        let byTimeout = ContinuousClock.now + d
-        return min(deadline ?? byTimeout, byTimeout)
+        socket.timeout.end(from: .now, deadline: deadline)
     }
 
     /// Sends `bytes` after anything queued, in order; a timed-out send keeps the rest queued.
@@ -379,10 +377,8 @@ public final class TLSSocket: @unchecked Sendable {
         guard error.operation != .handshake else { return error }
         let address = error.address ?? peer
         if error.kind == .timedOut {
-            let byTimeout = userTimeout.duration.map { d in userDeadline.map { start + d <= $0 } ?? true } ?? false
-            return byTimeout
-                ? SocketError(timedOut: .handshake, after: userTimeout.duration, .timeout, address: address)
-                : SocketError(timedOut: .handshake, after: userDeadline.map { $0 - start }, .deadline, address: address)
+            let (allowed, cause) = userTimeout.limit(from: start, deadline: userDeadline)
+            return SocketError(timedOut: .handshake, after: allowed, cause, address: address)
         }
         return SocketError(error.kind, .handshake, address: address, errno: error.errno, detail: error.detail)
     }

@@ -110,11 +110,14 @@ extension Socket {
     }
 
     /// Counts a use of the descriptor that does not wait (see ``withDescriptor(_:address:_:)``).
+    /// `deadline`: the use is a send or receive, which a passed socket deadline for that
+    /// direction refuses (Socket+Deadlines.swift).
     ///
-    /// - Throws: `.closed` once `close()` has been called.
-    func beginUse(_ operation: SocketError.Operation, address: SocketAddress?) throws(SocketError) {
+    /// - Throws: `.closed` once `close()` has been called; `.timedOut` for such a deadline.
+    func beginUse(_ operation: SocketError.Operation, address: SocketAddress?, deadline: WaitDirection? = nil) throws(SocketError) {
         try state.withLock { s throws(SocketError) in
             if s.closing { throw SocketError(.closed, operation, address: address) }
+            if let deadline, let passed = s.deadlines.passed(deadline, operation) { throw passed.at(address) }
             s.users += 1
         }
     }
