@@ -233,21 +233,8 @@ struct HappyEyeballsTests {
         let path = NSTemporaryDirectory() + "he-\(getpid()).sock"
         unlink(path)
         defer { unlink(path) }
-        let listener = try Socket(.unix)
-        try listener.bind(to: .unix(path: path))
-        try listener.listen(backlog: 0)
-        defer { listener.close() }
-        var fillers: [Socket] = []
-        defer { fillers.forEach { $0.close() } }
-        for _ in 0..<8 {  // fill the queue until a connect would wait (EAGAIN)
-            let filler = try Socket(.unix)
-            filler.timeout = .nonBlocking
-            do throws(SocketError) { try filler.connect(to: .unix(path: path)); fillers.append(filler) } catch {
-                filler.close()
-                #expect(error.kind == .wouldBlock)
-                break
-            }
-        }
+        let (listener, fillers, _) = try fullUnixListener(at: path)
+        defer { listener.close(); fillers.forEach { $0.close() } }
         let queued = fillers.count
         let draining = Background {  // frees the queue after 300 ms
             pause(.milliseconds(300))

@@ -74,6 +74,17 @@ private func bounded(_ socket: Socket) throws {
     #expect(try socket.option(.receiveBufferSize) <= 262_144)
 }
 
+/// Accepts one connection and handshakes as its server, on the connection's clock (10 s);
+/// `bounded`: 64 KiB buffers first.
+private func serveOne(_ listener: Socket, _ configuration: TLSConfiguration, bounded small: Bool = false) throws -> TLSSocket {
+    let (connection, _) = try listener.accept(deadline: .now + .seconds(10))
+    if small { try bounded(connection) }
+    connection.timeout = try .after(.seconds(10))
+    let tls = try TLSSocket(serving: connection, configuration: configuration)
+    try tls.handshake()
+    return tls
+}
+
 private func trustingTestCA() throws -> TLSConfiguration {
     try TLSConfiguration.client(trusting: .authorities(file: fixture("ca.pem")))
 }
@@ -126,9 +137,7 @@ struct TLSTests {
         defer { listener.close() }
         let configuration = try TLSConfiguration.server(certificateChain: fixture("good.pem"), privateKey: fixture("good.key"))
         let peer = try Peer(["client", "\(address.port!)", fixture("ca.pem")])
-        let (connection, _) = try listener.accept(deadline: .now + .seconds(10))
-        let tls = try TLSSocket(serving: connection, configuration: configuration)
-        try tls.handshake(deadline: .now + .seconds(10))
+        let tls = try serveOne(listener, configuration)
         let request = try tls.receive(upTo: 100, deadline: .now + .seconds(10))
         try tls.sendAll(request)
         #expect(try peer.line() == "ping")
@@ -247,9 +256,7 @@ struct TLSTests {
         let clientConfiguration = try TLSConfiguration.client(trusting: .authorities(file: fixture("ca.pem")),
                                                               protocols: ["http/1.1"])
         let serving = Background { () -> String? in
-            let (connection, _) = try listener.accept(deadline: .now + .seconds(10))
-            let tls = try TLSSocket(serving: connection, configuration: server)
-            try tls.handshake(deadline: .now + .seconds(10))
+            let tls = try serveOne(listener, server)
             defer { tls.close() }
             return tls.negotiatedProtocol
         }
@@ -267,11 +274,7 @@ struct TLSTests {
         let server = try TLSConfiguration.server(certificateChain: fixture("good.pem"), privateKey: fixture("good.key"))
         let startReading = DispatchSemaphore(value: 0)
         let serving = Background { () -> [UInt8] in
-            let (connection, _) = try listener.accept(deadline: .now + .seconds(10))
-            try bounded(connection)
-            connection.timeout = try .after(.seconds(10))
-            let tls = try TLSSocket(serving: connection, configuration: server)
-            try tls.handshake()
+            let tls = try serveOne(listener, server, bounded: true)
             defer { tls.close() }
             guard startReading.wait(timeout: .now() + 20) == .success else { throw TestFailure("never told to read") }
             var all: [UInt8] = []
@@ -304,11 +307,7 @@ struct TLSTests {
         let server = try TLSConfiguration.server(certificateChain: fixture("good.pem"), privateKey: fixture("good.key"))
         let done = DispatchSemaphore(value: 0)
         let serving = Background {
-            let (connection, _) = try listener.accept(deadline: .now + .seconds(10))
-            try bounded(connection)
-            connection.timeout = try .after(.seconds(10))
-            let tls = try TLSSocket(serving: connection, configuration: server)
-            try tls.handshake()
+            let tls = try serveOne(listener, server, bounded: true)
             _ = done.wait(timeout: .now() + 20)  // never reads
             tls.close()
         }
