@@ -29,7 +29,7 @@
 public final class BufferedReader {
     /// The socket read from.
     public let socket: Socket
-    /// The longest line ``readLine(deadline:)`` accepts, in bytes, not counting the line
+    /// The longest line ``readLine(deadline:)-6ops7`` accepts, in bytes, not counting the line
     /// ending; a longer line fails with ``SocketError/Kind/tooLong``.
     public let maxLineLength: Int
 
@@ -41,9 +41,10 @@ public final class BufferedReader {
     private var atEnd = false
 
     /// A reader of `socket` with a buffer of `bufferSize` bytes to start with (it grows for
-    /// a long line, up to `maxLineLength`, and for ``read(exactly:deadline:)``).
+    /// a long line, up to `maxLineLength`, and for ``read(exactly:deadline:)-3fh2q``).
     ///
     /// - Parameters:
+    ///   - socket: the socket to read from; it stays yours to close.
     ///   - maxLineLength: the longest line accepted (default 64 KiB).
     ///   - bufferSize: how much one receive may take (default 16 KiB).
     public init(_ socket: Socket, maxLineLength: Int = 65_536, bufferSize: Int = 16_384) {
@@ -68,7 +69,7 @@ public final class BufferedReader {
     ///
     /// Blocks until a whole line has arrived: at most the socket's ``Socket/timeout`` per
     /// wait, and not past `deadline` for the whole line. Underneath: `recv(2)` into the
-    /// reader's buffer, as ``Socket/receive(into:deadline:)``.
+    /// reader's buffer, as ``Socket/receive(into:deadline:)-9lvl2``.
     ///
     /// - Throws: ``SocketError`` — `.tooLong` when no line feed comes within
     ///   ``maxLineLength`` bytes (the bytes stay buffered), `.timedOut`, `.connectionReset`,
@@ -83,10 +84,14 @@ public final class BufferedReader {
     /// Reads up to and including the first `delimiter` byte; at the end of the stream,
     /// returns what is left even without one, then nil.
     ///
-    /// - Parameter maxLength: the most bytes a record may have, delimiter included (nil:
-    ///   ``maxLineLength`` + 1).
+    /// - Parameters:
+    ///   - delimiter: the byte that ends a record (`0x0A` for a line feed, `0` for NUL).
+    ///   - maxLength: the most bytes a record may have, delimiter included (nil:
+    ///     ``maxLineLength`` + 1).
+    ///   - deadline: the instant by which the whole record must have arrived (nil: only the
+    ///     socket's ``Socket/timeout`` per wait).
     /// - Throws: ``SocketError`` — `.tooLong` past `maxLength`, and the errors of
-    ///   ``readLine(deadline:)``; nothing is consumed by a read that throws.
+    ///   ``readLine(deadline:)-6ops7``; nothing is consumed by a read that throws.
     public func read(through delimiter: UInt8, maxLength: Int? = nil, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> [UInt8]? {
         let limit = maxLength ?? maxLineLength + 1
         while true {
@@ -118,7 +123,7 @@ public final class BufferedReader {
 
     // MARK: reading, async
 
-    /// Reads a line; the async form of ``readLine(deadline:)``, with the same rules, and
+    /// Reads a line; the async form of ``readLine(deadline:)-6ops7``, with the same rules, and
     /// `.cancelled` if the task is cancelled (consuming nothing).
     public nonisolated(nonsending) func readLine(deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> String? {
         while true {
@@ -127,7 +132,7 @@ public final class BufferedReader {
         }
     }
 
-    /// Reads through `delimiter`; the async form of ``read(through:maxLength:deadline:)``.
+    /// Reads through `delimiter`; the async form of ``read(through:maxLength:deadline:)-3hycf``.
     public nonisolated(nonsending) func read(through delimiter: UInt8, maxLength: Int? = nil, deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> [UInt8]? {
         let limit = maxLength ?? maxLineLength + 1
         while true {
@@ -136,7 +141,7 @@ public final class BufferedReader {
         }
     }
 
-    /// Reads exactly `count` bytes; the async form of ``read(exactly:deadline:)``.
+    /// Reads exactly `count` bytes; the async form of ``read(exactly:deadline:)-3fh2q``.
     public nonisolated(nonsending) func read(exactly count: Int, deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> [UInt8] {
         try checkCount(count)
         while true {
@@ -145,7 +150,7 @@ public final class BufferedReader {
         }
     }
 
-    /// Reads up to `maxCount` bytes; the async form of ``read(upTo:deadline:)``.
+    /// Reads up to `maxCount` bytes; the async form of ``read(upTo:deadline:)-8ycqq``.
     public nonisolated(nonsending) func read(upTo maxCount: Int, deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> [UInt8] {
         try checkCount(maxCount)
         if start == end && !atEnd && maxCount > 0 { try await fillAsync(deadline: deadline) }

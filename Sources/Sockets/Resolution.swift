@@ -26,7 +26,7 @@ extension SocketAddress {
     }
 
     /// Resolves `host` (a name or a numeric address, IPv6 without brackets) with `port`.
-    /// See ``resolve(_:type:deadline:)``.
+    /// See ``resolve(_:type:deadline:)-2ftla``.
     public static func resolve(
         host: String, port: UInt16, type: SocketType = .stream, deadline: ContinuousClock.Instant? = nil
     ) throws(SocketError) -> [SocketAddress] {
@@ -78,7 +78,7 @@ extension SocketAddress {
 
 extension SocketAddress {
     /// Resolves `HOST:PORT` or a Unix path, suspending rather than blocking: the async form
-    /// of ``resolve(_:type:deadline:)``. A name is looked up by `getaddrinfo(3)` on one of
+    /// of ``resolve(_:type:deadline:)-2ftla``. A name is looked up by `getaddrinfo(3)` on one of
     /// the library's resolver threads (shared and bounded, as in the blocking form),
     /// whatever the deadline, so no task's thread is held by the resolver; cancelling the
     /// task or passing the deadline ends the wait (the lookup finishes in the background).

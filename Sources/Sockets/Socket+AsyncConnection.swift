@@ -7,7 +7,7 @@ extension Socket {
     /// Accepts a connection (`accept4(2)` with `SOCK_CLOEXEC | SOCK_NONBLOCK`), suspending
     /// until one arrives — for at most the socket's ``timeout``, and not past `deadline`.
     ///
-    /// The async form of ``accept(deadline:)``, with the same rules: connections that died
+    /// The async form of ``accept(deadline:)-7i7wg``, with the same rules: connections that died
     /// in the queue are skipped; the new socket takes the process ``defaultTimeout``.
     /// Cancelling the task ends the wait with `.cancelled`; a connection already accepted is
     /// returned, never dropped.
@@ -19,7 +19,7 @@ extension Socket {
         try await accept(deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
     }
 
-    /// Accepts a connection with no deadline; see ``accept(deadline:)``.
+    /// Accepts a connection with no deadline; see ``accept(deadline:)-4pnqf``.
     public nonisolated(nonsending) func accept() async throws(SocketError) -> (Socket, SocketAddress) {
         try await accept(deadlineLeft: nil)
     }
@@ -58,7 +58,7 @@ extension Socket {
     /// Connects to `address`: a non-blocking `connect(2)`, then (while the handshake goes on)
     /// a suspension until the socket is writable, and `SO_ERROR`, within the call's limit.
     ///
-    /// The async form of ``connect(to:deadline:)``, with the same rules: refused at once on
+    /// The async form of ``connect(to:deadline:)-94vdi``, with the same rules: refused at once on
     /// Linux whatever the timeout; a Unix listener with a full queue is tried again (1 ms
     /// doubling to 32 ms). After a timeout or a cancellation the socket is half-way through
     /// a handshake and good only for closing.
@@ -69,7 +69,7 @@ extension Socket {
         try await connect(to: address, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
     }
 
-    /// Connects to `address` with no deadline; see ``connect(to:deadline:)``.
+    /// Connects to `address` with no deadline; see ``connect(to:deadline:)-3avau``.
     public nonisolated(nonsending) func connect(to address: SocketAddress) async throws(SocketError) {
         try await connect(to: address, deadlineLeft: nil)
     }
@@ -110,7 +110,7 @@ extension Socket {
     }
 
     /// Connects a new socket to `address`; the async form of
-    /// ``connect(to:type:timeout:deadline:)-(SocketAddress,_,_,_)``, with the same rules.
+    /// ``connect(to:type:timeout:deadline:)-4pvdx``, with the same rules.
     ///
     /// - Throws: ``SocketError`` — as the blocking form, and `.cancelled`; the socket is closed.
     public nonisolated(nonsending) static func connect(
@@ -131,7 +131,7 @@ extension Socket {
     }
 
     /// Resolves `hostPort` and connects a new stream socket to it with Happy Eyeballs v2;
-    /// the async form of ``connect(to:timeout:deadline:attemptDelay:)-(String,_,_,_)``, with
+    /// the async form of ``connect(to:timeout:deadline:attemptDelay:)-7qins``, with
     /// the same rules: `timeout` bounds the whole call, resolution included, and becomes the
     /// socket's ``timeout``. The lookups run on the library's resolver threads and each
     /// attempt waits on the reactor, never on the task's thread; cancelling the task ends
@@ -153,7 +153,7 @@ extension Socket {
     }
 
     /// Connects a new stream socket to the first of `addresses` that accepts, with Happy
-    /// Eyeballs v2; the async form of ``connect(to:timeout:deadline:attemptDelay:)-([SocketAddress],_,_,_)``.
+    /// Eyeballs v2; the async form of ``connect(to:timeout:deadline:attemptDelay:)-2c46``.
     ///
     /// - Throws: ``SocketError`` — as the blocking form, and `.cancelled`.
     public nonisolated(nonsending) static func connect(

@@ -11,7 +11,7 @@ extension Socket {
     /// how many bytes the kernel took, suspending while the send buffer is full — for at
     /// most the socket's ``timeout``, and not past `deadline`.
     ///
-    /// The async form of ``send(_:deadline:)-(UnsafeRawBufferPointer,_)``, with the same
+    /// The async form of ``send(_:deadline:)-3lcjk``, with the same
     /// rules; `buffer` must stay valid until the call returns.
     ///
     /// - Throws: ``SocketError`` — as the blocking form, and `.cancelled` if the task is
@@ -20,7 +20,7 @@ extension Socket {
         try await send(buffer, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
     }
 
-    /// Sends some of `buffer` with no deadline; see ``send(_:deadline:)-(UnsafeRawBufferPointer,_)``.
+    /// Sends some of `buffer` with no deadline; see ``send(_:deadline:)-29pi1``.
     public nonisolated(nonsending) func send(_ buffer: UnsafeRawBufferPointer) async throws(SocketError) -> Int {
         try await send(buffer, deadlineLeft: nil)
     }
@@ -38,7 +38,7 @@ extension Socket {
         }
     }
 
-    /// Sends some of `bytes`; see ``send(_:deadline:)-(UnsafeRawBufferPointer,_)``.
+    /// Sends some of `bytes`; see ``send(_:deadline:)-29pi1``.
     public nonisolated(nonsending) func send(_ bytes: some Collection<UInt8>, deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> Int {
         let bytes = Array(bytes)
         var call = try beginAsyncCall(.send, address: nil, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
@@ -59,7 +59,7 @@ extension Socket {
     /// limit for the whole transfer (the socket's ``timeout`` or `deadline`, whichever is
     /// earlier).
     ///
-    /// The async form of ``sendAll(_:deadline:)-(UnsafeRawBufferPointer,_)``; `buffer` must
+    /// The async form of ``sendAll(_:deadline:)-7820t``; `buffer` must
     /// stay valid until the call returns.
     ///
     /// - Throws: ``SocketError`` — as the blocking form, and `.cancelled` if the task is
@@ -68,7 +68,7 @@ extension Socket {
         try await sendAll(buffer, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
     }
 
-    /// Sends all of `buffer` with no deadline; see ``sendAll(_:deadline:)-(UnsafeRawBufferPointer,_)``.
+    /// Sends all of `buffer` with no deadline; see ``sendAll(_:deadline:)-3xol3``.
     public nonisolated(nonsending) func sendAll(_ buffer: UnsafeRawBufferPointer) async throws(SocketError) {
         try await sendAll(buffer, deadlineLeft: nil)
     }
@@ -80,7 +80,7 @@ extension Socket {
     }
 
     /// Sends all of `bytes` (an array, `"text".utf8`, ...); see
-    /// ``sendAll(_:deadline:)-(UnsafeRawBufferPointer,_)``. A collection that is not an
+    /// ``sendAll(_:deadline:)-3xol3``. A collection that is not an
     /// array is copied into one first: the bytes must stay put while the call is suspended.
     public nonisolated(nonsending) func sendAll(_ bytes: some Collection<UInt8>, deadline: ContinuousClock.Instant? = nil) async throws(SocketError) {
         let bytes = Array(bytes)
@@ -127,7 +127,7 @@ extension Socket {
     /// and returns how many arrived; **0 means the peer closed the stream**. Suspends until
     /// data is there, for at most the socket's ``timeout`` and not past `deadline`.
     ///
-    /// The async form of ``receive(into:deadline:)``; `buffer` must stay valid until the
+    /// The async form of ``receive(into:deadline:)-9lvl2``; `buffer` must stay valid until the
     /// call returns. Cancelling the task ends the wait with `.cancelled` and consumes
     /// nothing: the next receive gets the bytes.
     ///
@@ -137,7 +137,7 @@ extension Socket {
         try await receive(into: buffer, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
     }
 
-    /// Receives into `buffer` with no deadline; see ``receive(into:deadline:)``.
+    /// Receives into `buffer` with no deadline; see ``receive(into:deadline:)-1cim0``.
     public nonisolated(nonsending) func receive(into buffer: UnsafeMutableRawBufferPointer) async throws(SocketError) -> Int {
         try await receive(into: buffer, deadlineLeft: nil)
     }
@@ -160,7 +160,7 @@ extension Socket {
 
     /// Receives into `buffer`, from its first byte, up to `buffer.count` bytes, and returns
     /// how many arrived (**0 means end of stream**): the safe way to reuse one buffer,
-    /// allocating nothing per call. The async form of ``receive(into:deadline:)-([UInt8],_)``;
+    /// allocating nothing per call. The async form of ``receive(into:deadline:)-4v2zd``;
     /// cancelling the task ends the wait with `.cancelled` and consumes nothing.
     ///
     /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.connectionReset`,
@@ -193,9 +193,9 @@ extension Socket {
     }
 
     /// Receives up to `maxCount` bytes; an empty array means end of stream. See
-    /// ``receive(into:deadline:)``.
+    /// ``receive(into:deadline:)-1cim0``.
     ///
-    /// - Throws: as ``receive(into:deadline:)``; `.invalidArgument` for a negative `maxCount`.
+    /// - Throws: as ``receive(into:deadline:)-1cim0``; `.invalidArgument` for a negative `maxCount`.
     public nonisolated(nonsending) func receive(upTo maxCount: Int, deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> [UInt8] {
         guard maxCount >= 0 else {
             throw SocketError(.invalidArgument, .receive, detail: "maxCount must not be negative, got \(maxCount)")
@@ -218,10 +218,10 @@ extension Socket {
     }
 
     /// Receives exactly `count` bytes, within **one** time limit for the whole transfer;
-    /// see the blocking ``receive(exactly:deadline:)``.
+    /// see the blocking ``receive(exactly:deadline:)-6emc3``.
     ///
     /// - Throws: ``SocketError`` — `.endOfStream` if the peer closes first, `.timedOut`,
-    ///   `.cancelled` and the errors of ``receive(into:deadline:)``; each with
+    ///   `.cancelled` and the errors of ``receive(into:deadline:)-1cim0``; each with
     ///   ``SocketError/bytesTransferred`` set to how much had arrived (those bytes are lost
     ///   with the error, as in the blocking form).
     public nonisolated(nonsending) func receive(exactly count: Int, deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> [UInt8] {
@@ -255,12 +255,12 @@ extension Socket {
     // MARK: datagrams
 
     /// Sends one datagram to `address` (`sendto(2)`), suspending while the send buffer is
-    /// full; the async form of ``send(_:to:deadline:)-(UnsafeRawBufferPointer,_,_)``.
+    /// full; the async form of ``send(_:to:deadline:)-9u6iw``.
     public nonisolated(nonsending) func send(_ buffer: UnsafeRawBufferPointer, to address: SocketAddress, deadline: ContinuousClock.Instant?) async throws(SocketError) -> Int {
         try await send(buffer, to: address, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
     }
 
-    /// Sends one datagram to `address` with no deadline; see ``send(_:to:deadline:)-(UnsafeRawBufferPointer,_,_)``.
+    /// Sends one datagram to `address` with no deadline; see ``send(_:to:deadline:)-6hywx``.
     public nonisolated(nonsending) func send(_ buffer: UnsafeRawBufferPointer, to address: SocketAddress) async throws(SocketError) -> Int {
         try await send(buffer, to: address, deadlineLeft: nil)
     }
@@ -278,7 +278,7 @@ extension Socket {
         }
     }
 
-    /// Sends one datagram of `bytes` to `address`; see ``send(_:to:deadline:)-(UnsafeRawBufferPointer,_,_)``.
+    /// Sends one datagram of `bytes` to `address`; see ``send(_:to:deadline:)-6hywx``.
     public nonisolated(nonsending) func send(_ bytes: some Collection<UInt8>, to address: SocketAddress, deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> Int {
         let bytes = Array(bytes)
         try checkFamily(address, .sendTo)
@@ -296,14 +296,14 @@ extension Socket {
     }
 
     /// Receives one datagram into `buffer` (`recvfrom(2)`): its length (cut to
-    /// `buffer.count`) and its sender. The async form of ``receive(from:deadline:)``.
+    /// `buffer.count`) and its sender. The async form of ``receive(from:deadline:)-9wft4``.
     ///
     /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.closed`, `.cancelled`.
     public nonisolated(nonsending) func receive(from buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant?) async throws(SocketError) -> (count: Int, sender: SocketAddress) {
         try await receive(from: buffer, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
     }
 
-    /// Receives one datagram into `buffer` with no deadline; see ``receive(from:deadline:)``.
+    /// Receives one datagram into `buffer` with no deadline; see ``receive(from:deadline:)-32jhp``.
     public nonisolated(nonsending) func receive(from buffer: UnsafeMutableRawBufferPointer) async throws(SocketError) -> (count: Int, sender: SocketAddress) {
         try await receive(from: buffer, deadlineLeft: nil)
     }
@@ -325,7 +325,7 @@ extension Socket {
 
     /// Receives one datagram into `buffer`, from its first byte (cut to `buffer.count`):
     /// its length and its sender, allocating nothing per call. The async form of
-    /// ``receive(from:deadline:)-([UInt8],_)``.
+    /// ``receive(from:deadline:)-8v0r3``.
     ///
     /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.closed`, `.cancelled`.
     public nonisolated(nonsending) func receive(from buffer: inout [UInt8], deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> (count: Int, sender: SocketAddress) {
@@ -345,7 +345,7 @@ extension Socket {
         return (count, sender)
     }
 
-    /// Receives one datagram of up to `maxCount` bytes and its sender; see ``receive(from:deadline:)``.
+    /// Receives one datagram of up to `maxCount` bytes and its sender; see ``receive(from:deadline:)-32jhp``.
     public nonisolated(nonsending) func receiveDatagram(upTo maxCount: Int = 65_536, deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> (bytes: [UInt8], sender: SocketAddress) {
         guard maxCount >= 0 else {
             throw SocketError(.invalidArgument, .receiveFrom, detail: "maxCount must not be negative, got \(maxCount)")

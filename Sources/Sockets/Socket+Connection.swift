@@ -166,7 +166,7 @@ extension Socket {
         try accept(deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
     }
 
-    /// Accepts a connection with no deadline: the same as ``accept(deadline:)`` with
+    /// Accepts a connection with no deadline: the same as ``accept(deadline:)-7i7wg`` with
     /// `deadline: nil`, waiting at most the socket's ``timeout``.
     public func accept() throws(SocketError) -> (Socket, SocketAddress) {
         try accept(deadlineLeft: nil)
@@ -222,7 +222,7 @@ extension Socket {
         try connect(to: address, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
     }
 
-    /// Connects to `address` with no deadline: the same as ``connect(to:deadline:)`` with
+    /// Connects to `address` with no deadline: the same as ``connect(to:deadline:)-94vdi`` with
     /// `deadline: nil`, waiting at most the socket's ``timeout``.
     public func connect(to address: SocketAddress) throws(SocketError) {
         try connect(to: address, deadlineLeft: nil)

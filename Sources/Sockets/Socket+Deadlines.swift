@@ -67,7 +67,7 @@ extension Socket {
     /// waiting**, in any thread or task — like Go's `SetReadDeadline`. `nil` removes it.
     ///
     /// It covers `receive` in all its forms (``BufferedReader`` too), `receive(from:)`
-    /// and ``accept(deadline:)``, blocking and async. A call's limit is the earliest of its
+    /// and ``accept(deadline:)-7i7wg``, blocking and async. A call's limit is the earliest of its
     /// start plus the socket's ``timeout``, its own `deadline:`, and this deadline. A
     /// deadline that has already passed makes those calls fail at once, before any system
     /// call, even when data is waiting; setting one from another thread is the way to end a
@@ -101,7 +101,7 @@ extension Socket {
     /// waiting for room in the send buffer — like Go's `SetWriteDeadline`. `nil` removes it.
     ///
     /// It covers `send`, `sendAll` (whose error then says how much was sent) and
-    /// `send(_:to:)`, blocking and async; not ``connect(to:deadline:)``, which has its own
+    /// `send(_:to:)`, blocking and async; not ``connect(to:deadline:)-94vdi``, which has its own
     /// limits. Otherwise the rules of ``setReceiveDeadline(_:)``.
     public func setSendDeadline(_ deadline: ContinuousClock.Instant?) {
         setSocketDeadline(deadline, receive: false, send: true)

@@ -13,11 +13,11 @@ extension Socket {
     /// attempt.
     ///
     /// - Parameters:
-    ///   - hostPort: `HOST:PORT`, `[IPv6]:PORT`, or a Unix path (see ``SocketAddress/resolve(_:type:deadline:)``).
+    ///   - hostPort: `HOST:PORT`, `[IPv6]:PORT`, or a Unix path (see ``SocketAddress/resolve(_:type:deadline:)-2ftla``).
     ///     A numeric address or a path is connected to directly.
     ///   - timeout: bounds the whole call and becomes the returned socket's ``timeout``;
     ///     ``SocketTimeout/never`` or a timed value, defaulting to the process
-    ///     ``defaultTimeout``. Non-blocking is rejected: use ``connect(to:deadline:)``.
+    ///     ``defaultTimeout``. Non-blocking is rejected: use ``connect(to:deadline:)-94vdi``.
     ///   - deadline: an absolute limit for the whole call; the earlier of the two wins.
     ///   - attemptDelay: how long an attempt has before the next one starts beside it (RFC
     ///     8305 recommends 250 ms; at least 10 ms).
@@ -43,7 +43,7 @@ extension Socket {
     }
 
     /// Connects a new stream socket to the first of `addresses` that accepts, with the
-    /// algorithm of ``connect(to:timeout:deadline:attemptDelay:)-(String,_,_,_)`` (Happy
+    /// algorithm of ``connect(to:timeout:deadline:attemptDelay:)-7qins`` (Happy
     /// Eyeballs v2): for addresses you resolved yourself. The families alternate, starting
     /// with the first address's; within a family the order is yours.
     ///
@@ -84,12 +84,12 @@ extension Socket {
     }
 
     /// Connects a new socket to `address`: the one-call form of `Socket(address.family, type)`
-    /// and ``connect(to:deadline:)``, with the rules of ``connect(to:timeout:deadline:)-(String,_,_)``:
+    /// and ``connect(to:deadline:)-94vdi``, with the rules of ``connect(to:timeout:deadline:attemptDelay:)-7qins``:
     /// `timeout` bounds the connect and becomes the returned socket's ``timeout``;
     /// `deadline` can shorten the connect further.
     ///
     /// With `type: .datagram` the socket is a connected datagram socket (UDP, or a Unix
-    /// datagram socket): its ``send(_:deadline:)`` goes to `address` and it receives only
+    /// datagram socket): its ``send(_:deadline:)-3lcjk`` goes to `address` and it receives only
     /// from there; connecting one never waits.
     ///
     /// - Throws: ``SocketError`` — `.connectionRefused`, `.timedOut`, `.unreachable`,

@@ -17,7 +17,7 @@ extension Socket {
     }
 
     /// Sends some of `buffer` with no deadline: the same as
-    /// ``send(_:deadline:)-(UnsafeRawBufferPointer,_)`` with `deadline: nil`, waiting at
+    /// ``send(_:deadline:)-3lcjk`` with `deadline: nil`, waiting at
     /// most the socket's ``timeout``.
     public func send(_ buffer: UnsafeRawBufferPointer) throws(SocketError) -> Int {
         try send(buffer, deadlineLeft: nil)
@@ -35,7 +35,7 @@ extension Socket {
         }
     }
 
-    /// Sends some of `bytes`; see ``send(_:deadline:)-(UnsafeRawBufferPointer,_)``.
+    /// Sends some of `bytes`; see ``send(_:deadline:)-3lcjk``.
     public func send(_ bytes: some Collection<UInt8>, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> Int {
         let left = WaitBudget.nanosecondsLeft(until: deadline)
         return try withContiguousBytes(bytes) { buffer throws(SocketError) in try send(buffer, deadlineLeft: left) }
@@ -58,7 +58,7 @@ extension Socket {
     }
 
     /// Sends all of `buffer` with no deadline: the same as
-    /// ``sendAll(_:deadline:)-(UnsafeRawBufferPointer,_)`` with `deadline: nil`, waiting at
+    /// ``sendAll(_:deadline:)-7820t`` with `deadline: nil`, waiting at
     /// most the socket's ``timeout``.
     public func sendAll(_ buffer: UnsafeRawBufferPointer) throws(SocketError) {
         try sendAll(buffer, deadlineLeft: nil)
@@ -114,7 +114,7 @@ extension Socket {
     }
 
     /// Sends all of `bytes` (an array, `"text".utf8`, ...); see
-    /// ``sendAll(_:deadline:)-(UnsafeRawBufferPointer,_)``.
+    /// ``sendAll(_:deadline:)-7820t``.
     public func sendAll(_ bytes: some Collection<UInt8>, deadline: ContinuousClock.Instant? = nil) throws(SocketError) {
         let left = WaitBudget.nanosecondsLeft(until: deadline)
         try withContiguousBytes(bytes) { buffer throws(SocketError) in try sendAll(buffer, deadlineLeft: left) }
@@ -135,7 +135,7 @@ extension Socket {
         try receive(into: buffer, deadlineLeft: WaitBudget.nanosecondsLeft(until: deadline))
     }
 
-    /// Receives into `buffer` with no deadline: the same as ``receive(into:deadline:)``
+    /// Receives into `buffer` with no deadline: the same as ``receive(into:deadline:)-9lvl2``
     /// with `deadline: nil`, waiting at most the socket's ``timeout``.
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> Int {
         try receive(into: buffer, deadlineLeft: nil)
@@ -162,7 +162,7 @@ extension Socket {
     /// Receives into `buffer`, from its first byte, up to `buffer.count` bytes, and returns
     /// how many arrived (**0 means end of stream**); the bytes after them are left as they
     /// were. The safe way to reuse one buffer for every receive (Go's `Read(p)`): nothing is
-    /// allocated per call, unlike ``receive(upTo:deadline:)``, as long as the array is not
+    /// allocated per call, unlike ``receive(upTo:deadline:)-81qhn``, as long as the array is not
     /// shared with another copy (Swift would then copy it once, on the first call).
     ///
     /// ```swift
@@ -172,7 +172,7 @@ extension Socket {
     /// }
     /// ```
     ///
-    /// Waits as ``receive(into:deadline:)``: for at most the socket's ``timeout``, not past
+    /// Waits as ``receive(into:deadline:)-9lvl2``: for at most the socket's ``timeout``, not past
     /// `deadline` or the socket's receive deadline. Underneath: `recv(2)`.
     ///
     /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.connectionReset`, `.closed`.
@@ -184,9 +184,9 @@ extension Socket {
     }
 
     /// Receives up to `maxCount` bytes; an empty array means end of stream. See
-    /// ``receive(into:deadline:)``.
+    /// ``receive(into:deadline:)-9lvl2``.
     ///
-    /// - Throws: as ``receive(into:deadline:)``; `.invalidArgument` for a negative `maxCount`.
+    /// - Throws: as ``receive(into:deadline:)-9lvl2``; `.invalidArgument` for a negative `maxCount`.
     public func receive(upTo maxCount: Int, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> [UInt8] {
         guard maxCount >= 0 else {
             throw SocketError(.invalidArgument, .receive, detail: "maxCount must not be negative, got \(maxCount)")
@@ -210,7 +210,7 @@ extension Socket {
     /// is earlier).
     ///
     /// - Throws: ``SocketError`` — `.endOfStream` if the peer closes first, `.timedOut`,
-    ///   and the errors of ``receive(into:deadline:)``; each with
+    ///   and the errors of ``receive(into:deadline:)-9lvl2``; each with
     ///   ``SocketError/bytesTransferred`` set to how much had arrived.
     public func receive(exactly count: Int, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> [UInt8] {
         guard count >= 0 else {
@@ -259,7 +259,7 @@ extension Socket {
     }
 
     /// Sends one datagram to `address` with no deadline: the same as
-    /// ``send(_:to:deadline:)-(UnsafeRawBufferPointer,_,_)`` with `deadline: nil`, waiting
+    /// ``send(_:to:deadline:)-9u6iw`` with `deadline: nil`, waiting
     /// at most the socket's ``timeout``.
     public func send(_ buffer: UnsafeRawBufferPointer, to address: SocketAddress) throws(SocketError) -> Int {
         try send(buffer, to: address, deadlineLeft: nil)
@@ -275,7 +275,7 @@ extension Socket {
         }
     }
 
-    /// Sends one datagram of `bytes` to `address`; see ``send(_:to:deadline:)-(UnsafeRawBufferPointer,_,_)``.
+    /// Sends one datagram of `bytes` to `address`; see ``send(_:to:deadline:)-9u6iw``.
     public func send(_ bytes: some Collection<UInt8>, to address: SocketAddress, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> Int {
         let left = WaitBudget.nanosecondsLeft(until: deadline)
         return try withContiguousBytes(bytes) { buffer throws(SocketError) in try send(buffer, to: address, deadlineLeft: left) }
@@ -291,7 +291,7 @@ extension Socket {
     }
 
     /// Receives one datagram into `buffer` with no deadline: the same as
-    /// ``receive(from:deadline:)`` with `deadline: nil`, waiting at most the socket's
+    /// ``receive(from:deadline:)-9wft4`` with `deadline: nil`, waiting at most the socket's
     /// ``timeout``.
     public func receive(from buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> (count: Int, sender: SocketAddress) {
         try receive(from: buffer, deadlineLeft: nil)
@@ -317,7 +317,7 @@ extension Socket {
 
     /// Receives one datagram into `buffer`, from its first byte (cut to `buffer.count`),
     /// and returns its length and its sender: the safe way to reuse one buffer for every
-    /// datagram, allocating nothing per call. Waits as ``receive(from:deadline:)``.
+    /// datagram, allocating nothing per call. Waits as ``receive(from:deadline:)-9wft4``.
     /// Underneath: `recvfrom(2)`.
     ///
     /// - Throws: ``SocketError`` — `.timedOut`, `.wouldBlock`, `.closed`.
@@ -329,7 +329,7 @@ extension Socket {
     }
 
     /// Receives one datagram of up to `maxCount` bytes and its sender; see
-    /// ``receive(from:deadline:)``.
+    /// ``receive(from:deadline:)-9wft4``.
     public func receiveDatagram(upTo maxCount: Int = 65_536, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> (bytes: [UInt8], sender: SocketAddress) {
         guard maxCount >= 0 else {
             throw SocketError(.invalidArgument, .receiveFrom, detail: "maxCount must not be negative, got \(maxCount)")

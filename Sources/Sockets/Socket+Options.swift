@@ -178,7 +178,7 @@ extension Socket {
     }
 
     /// Reads and clears the socket's pending error (`SO_ERROR`): after a non-blocking
-    /// ``connect(to:deadline:)`` reports `.wouldBlock` and the socket becomes writable,
+    /// ``connect(to:deadline:)-94vdi`` reports `.wouldBlock` and the socket becomes writable,
     /// nil means connected and an errno says why it failed.
     public func pendingError() throws(SocketError) -> Errno? {
         try withDescriptor(.getOption, address: nil) { fd throws(SocketError) in

@@ -62,8 +62,10 @@ extension Socket {
     ///     accepts again, and when a handler throws, for a log. It may be called from any
     ///     task, concurrently.
     ///   - handler: serves one connection: the socket and the peer's address.
-    /// - Returns: when the server was cancelled or the listener closed, once every
-    ///   connection has ended.
+    ///
+    /// It returns when the server was cancelled or the listener closed, once every
+    /// connection has ended.
+    ///
     /// - Throws: ``SocketError`` — the accept error that stopped the server (`.timedOut`,
     ///   `.invalidArgument` for a socket that is not listening, ...), after the same
     ///   shutdown.

@@ -19,15 +19,15 @@ public enum SocketType: Hashable, Sendable, CustomStringConvertible {
 
 /// A socket in which every wait has a limit you choose.
 ///
-/// A `Socket` owns one descriptor. Each blocking call — ``accept(deadline:)``,
-/// ``connect(to:deadline:)``, `send`, `receive` and their relatives — waits according to
+/// A `Socket` owns one descriptor. Each blocking call — ``accept(deadline:)-7i7wg``,
+/// ``connect(to:deadline:)-94vdi``, `send`, `receive` and their relatives — waits according to
 /// the socket's ``timeout`` (``SocketTimeout/never``, ``SocketTimeout/nonBlocking`` or
 /// ``SocketTimeout/after(_:)``), shortened by the call's `deadline:` if one is given:
 /// the call fails with ``SocketError/Kind/timedOut`` at the earlier of the two, never
 /// before. A deadline that has already passed fails at once, before any system call.
 ///
 /// New sockets start with the process-wide ``defaultTimeout``; so do sockets returned by
-/// ``accept(deadline:)`` — they do *not* copy the listener's timeout.
+/// ``accept(deadline:)-7i7wg`` — they do *not* copy the listener's timeout.
 ///
 /// ```swift
 /// let server = try Socket(.ipv4)
@@ -103,7 +103,7 @@ public final class Socket: Sendable, CustomStringConvertible {
     /// (it wakes this socket's own waiters through an eventfd), and `SO_RCVTIMEO` /
     /// `SO_SNDTIMEO` are never set (every wait is a `ppoll`, and receives and sends use
     /// `MSG_DONTWAIT`). `O_NONBLOCK`, which belongs to the open file they share, is set by
-    /// the first ``accept(deadline:)`` or ``connect(to:deadline:)`` and left set, as Go's
+    /// the first ``accept(deadline:)-7i7wg`` or ``connect(to:deadline:)-94vdi`` and left set, as Go's
     /// `net.FileListener` does: a holder that accepts in blocking mode sees `EAGAIN`
     /// instead of waiting, and a holder that clears it can leave this socket's accept asleep
     /// in the kernel past ``close()`` and its deadline.

@@ -52,7 +52,7 @@ public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
 /// Where a socket is or connects: an IPv4 or IPv6 address with a port, or a Unix-domain path.
 ///
 /// Prints as `127.0.0.1:1717`, `[::1]:80`, `[fe80::1%2]:80` or the path. Parse numeric
-/// forms with ``init(_:)``; resolve host names with ``resolve(_:type:deadline:)``.
+/// forms with ``init(_:)``; resolve host names with ``resolve(_:type:deadline:)-2ftla``.
 public enum SocketAddress: Hashable, Sendable, CustomStringConvertible {
     /// An IPv4 address and port (`sockaddr_in`).
     case ipv4(IPv4Address, port: UInt16)
@@ -123,7 +123,7 @@ public enum SocketAddress: Hashable, Sendable, CustomStringConvertible {
     ///
     /// - Throws: ``SocketError`` of kind ``SocketError/Kind/invalidArgument`` naming what
     ///   is wrong: a missing or out-of-range port, a host that is not a numeric address
-    ///   (resolve names with ``resolve(_:type:deadline:)``), an IPv6 address without
+    ///   (resolve names with ``resolve(_:type:deadline:)-2ftla``), an IPv6 address without
     ///   brackets, or a Unix path that is too long or contains a NUL byte.
     public init(_ string: String) throws(SocketError) {
         if let path = SocketAddress.unixPath(in: string) {

@@ -249,7 +249,7 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
     public var bytesTransferred: Int? { fields.bytesTransferred }
     /// Extra words for a person: what was invalid, which name failed to resolve, ...
     public var detail: String? { fields.detail }
-    /// For a connect to several addresses that all failed (``Socket/connect(to:timeout:deadline:attemptDelay:)-(String,_,_,_)``
+    /// For a connect to several addresses that all failed (``Socket/connect(to:timeout:deadline:attemptDelay:)-7qins``
     /// and the list form): each address's own error, in the order they were tried — refused,
     /// timed out, unreachable, ... Empty for every other error. The message sums them up.
     public var attempts: [SocketError] { fields.attempts }

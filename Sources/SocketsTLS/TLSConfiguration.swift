@@ -75,11 +75,14 @@ public final class TLSConfiguration: @unchecked Sendable {
     /// `trust`, and (unless `trust` is `.anything`) its name against the host connected to.
     ///
     /// - Parameters:
-    ///   - certificateChain, privateKey: PEM files, for a server that asks for a client
-    ///     certificate.
+    ///   - trust: whom to trust: the system's store (the default), a PEM file of
+    ///     authorities, or (for tests only) anything.
+    ///   - certificateChain: a PEM file with this client's certificate and its chain, for a
+    ///     server that asks for a client certificate (nil: none).
+    ///   - privateKey: the PEM file with that certificate's private key.
     ///   - protocols: ALPN protocols to offer, most preferred first (`["h2", "http/1.1"]`).
-    /// - Throws: ``SocketError`` — `.tlsUnavailable` without OpenSSL 3, `.invalidArgument`
-    ///   for a file that cannot be read or used (the detail says which).
+    /// - Throws: ``/Sockets/SocketError`` — `.tlsUnavailable` without OpenSSL 3,
+    ///   `.invalidArgument` for a file that cannot be read or used (the detail says which).
     public static func client(
         trusting trust: Trust = .system, certificateChain: String? = nil, privateKey: String? = nil,
         protocols: [String] = []
@@ -107,11 +110,14 @@ public final class TLSConfiguration: @unchecked Sendable {
     /// or 1.3.
     ///
     /// - Parameters:
+    ///   - certificateChain: a PEM file with the server's certificate, then the
+    ///     intermediate certificates that lead to a trusted authority.
+    ///   - privateKey: the PEM file with the certificate's private key.
     ///   - clientAuthorities: require every client to present a certificate signed by an
     ///     authority in this PEM file (nil: ask for none).
     ///   - protocols: ALPN protocols accepted, most preferred first.
-    /// - Throws: ``SocketError`` — `.tlsUnavailable`, `.invalidArgument` for a file that
-    ///   cannot be read, a key that does not match the certificate.
+    /// - Throws: ``/Sockets/SocketError`` — `.tlsUnavailable`, `.invalidArgument` for a file
+    ///   that cannot be read, a key that does not match the certificate.
     public static func server(
         certificateChain: String, privateKey: String, clientAuthorities: String? = nil, protocols: [String] = []
     ) throws(SocketError) -> TLSConfiguration {
