@@ -35,9 +35,7 @@ extension Socket {
     /// handler throws ends only its connection, and is reported through `events`.
     ///
     /// - At the descriptor limit (`EMFILE`, `ENFILE`, or `ENOBUFS`/`ENOMEM`) the loop backs
-    ///   off — 5 ms, doubling to 1 s — and accepts again; the connections stay queued. The
-    ///   retry is timed: an edge-triggered listener brings no new event for connections
-    ///   already queued.
+    ///   off — 5 ms, doubling to 1 s — and accepts again; the connections stay queued.
     /// - With `maxConnections`, no connection is accepted while that many are being served;
     ///   the rest wait in the listen queue.
     /// - Graceful shutdown: cancelling the task that called `serve` stops accepting at once
@@ -118,6 +116,8 @@ extension Socket {
                 case .cancelled, .closed:
                     break accepting
                 case _ where outOfResources:
+                    // The retry is on a timer: an edge-triggered listener brings no new event
+                    // for connections already queued.
                     backoff = backoff == 0 ? 5_000_000 : min(backoff * 2, 1_000_000_000)
                     events?(.backingOff(error, retryIn: .nanoseconds(backoff)))
                     let alarm = Alarm(on: reactor)

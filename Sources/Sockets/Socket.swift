@@ -19,12 +19,14 @@ public enum SocketType: Hashable, Sendable, CustomStringConvertible {
 
 /// A socket in which every wait has a limit you choose.
 ///
-/// A `Socket` owns one descriptor. Each blocking call — ``accept(deadline:)-7i7wg``,
-/// ``connect(to:deadline:)-94vdi``, `send`, `receive` and their relatives — waits according to
-/// the socket's ``timeout`` (``SocketTimeout/never``, ``SocketTimeout/nonBlocking`` or
-/// ``SocketTimeout/after(_:)``), shortened by the call's `deadline:` if one is given:
-/// the call fails with ``SocketError/Kind/timedOut`` at the earlier of the two, never
-/// before. A deadline that has already passed fails at once, before any system call.
+/// A `Socket` owns one descriptor. Each call that can wait — ``accept(deadline:)-7i7wg``,
+/// ``connect(to:deadline:)-94vdi``, `send`, `receive` and their relatives, blocking or
+/// async — waits according to the socket's ``timeout`` (``SocketTimeout/never``,
+/// ``SocketTimeout/nonBlocking`` or ``SocketTimeout/after(_:)``), shortened by the call's
+/// `deadline:` if one is given and by the socket's own deadlines
+/// (``setReceiveDeadline(_:)``, ``setSendDeadline(_:)``): the call fails with
+/// ``SocketError/Kind/timedOut`` at the earliest of them, never before. A deadline that
+/// has already passed fails at once, before any system call.
 ///
 /// New sockets start with the process-wide ``defaultTimeout``; so do sockets returned by
 /// ``accept(deadline:)-7i7wg`` — they do *not* copy the listener's timeout.
@@ -37,23 +39,28 @@ public enum SocketType: Hashable, Sendable, CustomStringConvertible {
 /// let (client, peer) = try server.accept()        // .timedOut after 5 s if nobody comes
 /// ```
 ///
-/// Thread safety: a `Socket` may be used from several threads at once (typically one
-/// reading and one writing). ``close()`` from any thread ends every call waiting on the
+/// Thread safety: a `Socket` may be used from several threads and tasks at once (typically
+/// one reading and one writing). ``close()`` from any thread ends every call waiting on the
 /// socket, which then fails with ``SocketError/Kind/closed``; the descriptor itself is
 /// released only after the last such call has returned, so no call ever touches a
 /// descriptor number that has been reused.
 ///
-/// Underneath, the descriptor is close-on-exec. On Linux a receive, send or accept with a
-/// time limit of 50 ms or more (or none) sleeps in the kernel bounded by `SO_RCVTIMEO` /
-/// `SO_SNDTIMEO`, set — the first time a call must wait — to a little less than the time
-/// it has, then finishes the wait with `ppoll(2)` for the time left: one system call per
-/// operation, as plain blocking C, and the precision of `ppoll`. Connects, short timeouts
-/// and retries try the call without waiting (`MSG_DONTWAIT`, or `O_NONBLOCK` for accept
-/// and connect) and wait in `ppoll`. On Darwin the descriptor is non-blocking and every
-/// wait is `poll(2)`, rounded up to whole milliseconds. No call ever raises SIGPIPE
-/// (`MSG_NOSIGNAL` on Linux, `SO_NOSIGPIPE` on Darwin); the library never installs a
-/// signal handler.
+/// Underneath: `socket(2)` with `SOCK_CLOEXEC`, `accept4(2)`, `connect(2)`, `send(2)`,
+/// `recv(2)`, `sendto(2)` and `recvfrom(2)`. A blocking call waits in the kernel (bounded
+/// by `SO_RCVTIMEO` / `SO_SNDTIMEO`) or in `ppoll(2)`; an async call waits on a
+/// ``Reactor`` (`epoll`). On Darwin every wait is `poll(2)`, rounded up to whole
+/// milliseconds. No call ever raises SIGPIPE (`MSG_NOSIGNAL` on Linux, `SO_NOSIGPIPE` on
+/// Darwin); the library never installs a signal handler.
 public final class Socket: Sendable, CustomStringConvertible {
+    // How a blocking call waits (design: Calls/KernelTimerPolicy.swift). On Linux a receive,
+    // send or accept with a time limit of 50 ms or more (or none) sleeps in the kernel bounded
+    // by SO_RCVTIMEO / SO_SNDTIMEO, set — the first time a call must wait — to a little less
+    // than the time it has (and never more than 250 ms, so that a socket deadline set
+    // meanwhile reaches it), then finishes the wait with ppoll(2) for the time left: one system
+    // call per operation, as plain blocking C, and the precision of ppoll. Connects, short
+    // timeouts and retries try the call without waiting (MSG_DONTWAIT, or O_NONBLOCK for
+    // accept and connect) and wait in ppoll.
+
     /// The address family chosen at creation.
     public let family: SocketAddress.Family
     /// Stream or datagram, chosen at creation.
