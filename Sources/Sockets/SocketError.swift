@@ -97,9 +97,8 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
     }
 
     /// The operation that failed, as it appears in messages (`connect`, `accept`, ...).
-    ///
-    /// Stored as a small number, so that carrying one through every call costs nothing.
     public struct Operation: Hashable, Sendable, CustomStringConvertible {
+        // Stored as a small number, so that carrying one through every call costs nothing.
         let code: UInt8
         private init(_ code: UInt8) { self.code = code }
 
