@@ -16,6 +16,7 @@ public struct SocketOption<Value: Sendable>: Sendable, CustomStringConvertible {
     let set: @Sendable (CInt, Value) throws(Errno) -> Void
     let validate: @Sendable (Value) -> String?
 
+    /// The C name, as ``name``.
     public var description: String { name }
 
     static func int(_ name: String, _ level: CInt, _ option: CInt) -> SocketOption<Int> {

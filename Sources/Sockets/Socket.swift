@@ -14,6 +14,7 @@ public enum SocketType: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// `stream` or `datagram`.
     public var description: String { self == .stream ? "stream" : "datagram" }
 }
 
@@ -223,6 +224,7 @@ public final class Socket: Sendable, CustomStringConvertible {
         return try body(fd)
     }
 
+    /// `Socket(IPv4 stream, fd 5)`, or `Socket(IPv4 stream, closed)`: for logs.
     public var description: String {
         isClosed ? "Socket(\(family) \(type), closed)" : "Socket(\(family) \(type), fd \(fd))"
     }

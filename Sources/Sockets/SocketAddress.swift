@@ -18,6 +18,7 @@ public struct IPv4Address: Hashable, Sendable, CustomStringConvertible {
     /// `0.0.0.0`: every interface, when binding.
     public static let any = IPv4Address(rawValue: 0)
 
+    /// Dotted-quad notation: `127.0.0.1`.
     public var description: String { Sys.formatIPv4(rawValue) }
 }
 
@@ -46,6 +47,7 @@ public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
     /// `::`: every interface, when binding.
     public static let any = IPv6Address(high: 0, low: 0)
 
+    /// Textual IPv6 notation, compressed: `::1`, `2001:db8::1`.
     public var description: String { Sys.formatIPv6(high: high, low: low) }
 }
 
@@ -71,6 +73,7 @@ public enum SocketAddress: Hashable, Sendable, CustomStringConvertible {
         /// `AF_UNIX`.
         case unix
 
+        /// `IPv4`, `IPv6` or `Unix`.
         public var description: String {
             switch self {
             case .ipv4: "IPv4"
@@ -106,6 +109,8 @@ public enum SocketAddress: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// `127.0.0.1:1717`, `[::1]:80`, `[fe80::1%2]:80`, the Unix path, or `(unnamed)` for an
+    /// unnamed Unix socket.
     public var description: String {
         switch self {
         case .ipv4(let a, let port):

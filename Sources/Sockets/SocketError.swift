@@ -34,6 +34,7 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
     public struct Kind: Hashable, Sendable, CustomStringConvertible {
         let name: String
         init(_ name: String) { self.name = name }
+        /// The kind's name as messages show it: `timed out`, `connection refused`, ...
         public var description: String { name }
 
         /// The operation's time ran out: the socket's timeout or the caller's deadline,
@@ -126,6 +127,7 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
         /// The operation's name.
         public var name: String { Self.names[Int(code)].name }
         var preposition: String { Self.names[Int(code)].preposition }
+        /// The same as ``name``.
         public var description: String { name }
 
         /// The `socket` step.
@@ -314,6 +316,8 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
         return SocketError(copying: fields, address: address, bytesTransferred: bytesTransferred, detail: detail)
     }
 
+    /// The message for a person: the operation, the address, what happened and the limit
+    /// or errno behind it, as `connect to 127.0.0.1:9 failed: Connection refused (ECONNREFUSED)`.
     public var description: String {
         var text = operation.name
         if let address {

@@ -101,6 +101,7 @@ public struct SocketTimeout: Hashable, Sendable, CustomStringConvertible {
         return nil
     }
 
+    /// `never`, `non-blocking`, or the duration: `3s`, `1.5s`, `250ms`.
     public var description: String {
         switch mode {
         case .never: "never"

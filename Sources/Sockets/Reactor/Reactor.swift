@@ -179,6 +179,7 @@ public final class Reactor: TaskExecutor, @unchecked Sendable, CustomStringConve
     @inline(__always)
     var isCurrent: Bool { csockets_current_reactor() == Unmanaged.passUnretained(self).toOpaque() }
 
+    /// `Reactor(0, 12 sockets)`: its number and how many sockets are registered with it, for logs.
     public var description: String {
         let registered = shared.withLock { $0.registered }
         return "Reactor(\(number), \(registered) socket\(registered == 1 ? "" : "s"))"
