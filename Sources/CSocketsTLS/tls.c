@@ -2,6 +2,7 @@
 // with dlsym; the library is never unloaded. The constants are OpenSSL 3's ABI values
 // (ssl.h, tls1.h, bio.h, x509_vfy.h), which do not change within a major version.
 #include "CSocketsTLS.h"
+#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -78,6 +79,8 @@ static struct {
     int (*SSL_set_session)(SSL *, SSL_SESSION *);
     void (*SSL_SESSION_free)(SSL_SESSION *);
     int (*SSL_session_reused)(const SSL *);
+    void *(*SSL_get0_param)(SSL *);
+    int (*X509_VERIFY_PARAM_set1_ip_asc)(void *, const char *);
     BIO *(*SSL_get_rbio)(const SSL *);
     BIO *(*SSL_get_wbio)(const SSL *);
     unsigned long (*ERR_get_error)(void);
@@ -137,6 +140,8 @@ static void load(void) {
     BIND(ssl, SSL_set_session);
     BIND(ssl, SSL_SESSION_free);
     BIND(ssl, SSL_session_reused);
+    BIND(ssl, SSL_get0_param);
+    BIND(crypto, X509_VERIFY_PARAM_set1_ip_asc);
     BIND(ssl, SSL_get_rbio);
     BIND(ssl, SSL_get_wbio);
     BIND(crypto, X509_verify_cert_error_string);
@@ -271,7 +276,15 @@ void *cstls_new(void *ctx, int server, const char *host, int verifyHost) {
         f.SSL_set_connect_state(ssl);
         struct Slot *slot = calloc(1, sizeof(struct Slot));
         if (!slot || f.SSL_set_ex_data(ssl, 0, slot) != 1) { free(slot); f.SSL_free(ssl); return NULL; }
-        if (host && host[0]) {
+        unsigned char numeric[16];
+        if (host && (inet_pton(AF_INET, host, numeric) == 1 || inet_pton(AF_INET6, host, numeric) == 1)) {
+            // An address: no SNI (RFC 6066 allows only names), and the certificate must
+            // carry it as an IP address.
+            if (verifyHost && f.X509_VERIFY_PARAM_set1_ip_asc(f.SSL_get0_param(ssl), host) != 1) {
+                cstls_free(ssl);
+                return NULL;
+            }
+        } else if (host && host[0]) {
             f.SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, (void *)host);
             if (verifyHost && f.SSL_set1_host(ssl, host) != 1) { cstls_free(ssl); return NULL; }
         }

@@ -16,10 +16,11 @@ struct AsyncTLSTests {
         let port = try peer.port()
         let resuming = try TLSConfiguration.client(trusting: .authorities(file: tlsFixture("ca.pem")))
         let fresh = try TLSConfiguration.client(trusting: .authorities(file: tlsFixture("ca.pem")), resumesSessions: false)
-        for (round, configuration, expected) in [(1, resuming, "full"), (2, resuming, "resumed"), (3, fresh, "full")] {
+        for (round, configuration, expected) in [(1, resuming, "full TLSv1.3 localhost"), (2, resuming, "resumed TLSv1.3 localhost"),
+                                                 (3, fresh, "full TLSv1.3 localhost")] {
             let tls = try await TLSSocket.connect(to: "127.0.0.1:\(port)", configuration: configuration,
                                                   serverName: "localhost", timeout: try .after(.seconds(5)))
-            #expect(tls.isResumed == (expected == "resumed"), "round \(round)")
+            #expect(tls.isResumed == expected.hasPrefix("resumed"), "round \(round)")
             let message = Array("round \(round)".utf8)
             try await tls.sendAll(message)
             var got: [UInt8] = []
@@ -33,6 +34,34 @@ struct AsyncTLSTests {
             #expect(try peer.line() == expected, "round \(round): the server's view")
         }
         #expect(peer.finish() == 0)
+    }
+
+    @Test("TLS 1.2 resumes too; a numeric address is verified against the certificate's IP names and sent no SNI")
+    func tls12AndNumericAddress() async throws {
+        let peer = try TLSPeer(["echoes", "3", tlsFixture("good.pem"), tlsFixture("good.key"), "1.2"])
+        let port = try peer.port()
+        let configuration = try trustingTestCA()
+        for (round, name, expected) in [(1, "localhost", "full TLSv1.2 localhost"), (2, "localhost", "resumed TLSv1.2 localhost"),
+                                        (3, nil, "full TLSv1.2 None")] {
+            let tls = try await TLSSocket.connect(to: "127.0.0.1:\(port)", configuration: configuration, serverName: name,
+                                                  timeout: try .after(.seconds(5)))
+            #expect(tls.protocolVersion == "TLSv1.2")
+            #expect(tls.isResumed == expected.hasPrefix("resumed"), "round \(round)")
+            try await tls.sendAll([UInt8(round)])
+            #expect(try await tls.receive(upTo: 10) == [UInt8(round)])
+            tls.close()
+            #expect(try peer.line() == expected, "round \(round): the server's view")
+        }
+        #expect(peer.finish() == 0)
+
+        // The wrong-host certificate names only "other.example": 127.0.0.1 is not among its names.
+        let wrong = try TLSPeer(["echo", tlsFixture("wronghost.pem"), tlsFixture("wronghost.key")])
+        let (error, _) = await expectAsyncFailure(.certificateRejected) {
+            _ = try await TLSSocket.connect(to: "127.0.0.1:\(try wrong.port())", configuration: configuration,
+                                            timeout: try .after(.seconds(5)))
+        }
+        #expect(error?.detail?.lowercased().contains("mismatch") == true, "\(String(describing: error))")
+        wrong.stop()
     }
 
     @Test("async handshake: one limit against a dripping peer (never early); cancelling the task ends a handshake at once")

@@ -4,8 +4,10 @@ peer.py MODE [ARGS]: prints the port it listens on (server modes) as its first l
 one connection, and exits; every wait is bounded (the test also runs it under `timeout`).
   echo CERT KEY [CLIENT_CA]  TLS server: echoes what it reads until EOF (requires a client
                              certificate signed by CLIENT_CA when given)
-  echoes N CERT KEY          the same, for N connections one after another, with one context
-                             (so that a client can resume the session the first one gave)
+  echoes N CERT KEY [1.2]    the same, for N connections one after another, with one context
+                             (so that a client can resume the session the first one gave);
+                             prints "full"/"resumed", the TLS version and the SNI name sent
+                             for each; with 1.2, TLS 1.2 at most
   client PORT CA             TLS client of our server: sends b"ping", prints what comes back
   silent                     accepts, reads, never answers
   http                       answers whatever comes with an HTTP/1.1 400 and closes
@@ -59,12 +61,17 @@ def main():
     if mode == "echoes":
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args[1], args[2])
+        if len(args) > 3 and args[3] == "1.2":
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        names = []
+        ctx.sni_callback = lambda s, name, c: names.append(name)
         for _ in range(int(args[0])):
             conn, _ = server.accept()
             conn.settimeout(20)
+            names.clear()
             try:
                 with ctx.wrap_socket(conn, server_side=True) as s:
-                    print("resumed" if s.session_reused else "full", flush=True)
+                    print("resumed" if s.session_reused else "full", s.version(), names[0] if names else None, flush=True)
                     while True:
                         data = s.recv(65536)
                         if not data:
