@@ -69,21 +69,37 @@ extension TLSSocket {
     /// - Throws: ``SocketError`` — as the blocking form, and `.cancelled`.
     public nonisolated(nonsending) func receive(upTo maxCount: Int, deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> [UInt8] {
         guard maxCount > 0 else { return [] }
-        let limit = Limit(start: .now, timeout: socket.timeout, deadline: deadline)
         var plain = [UInt8](repeating: 0, count: maxCount)
+        let count = try await receive(Limit(start: .now, timeout: socket.timeout, deadline: deadline)) {
+            plain.withUnsafeMutableBytes { read(into: $0) }
+        }
+        plain.removeLast(maxCount - count)
+        return plain
+    }
+
+    /// Receives application data into `buffer`; the async form of
+    /// ``receive(into:deadline:)``, with the same rules. `buffer` must stay valid until the
+    /// call returns.
+    ///
+    /// - Throws: ``SocketError`` — as the blocking form, and `.cancelled`.
+    public nonisolated(nonsending) func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant?) async throws(SocketError) -> Int {
+        guard buffer.count > 0 else { return 0 }
+        return try await receive(Limit(start: .now, timeout: socket.timeout, deadline: deadline)) { read(into: buffer) }
+    }
+
+    private nonisolated(nonsending) func receive(
+        _ limit: Limit, _ read: () -> (Result<ReadStep, SocketError>, outgoing: Bool)
+    ) async throws(SocketError) -> Int {
         do throws(SocketError) {
             try checkReady(.receive)
             try await take(receiving, .receive, limit)
             defer { receiving.release() }
             while true {
-                let (step, outgoing) = read(into: &plain)
+                let (step, outgoing) = read()
                 if outgoing { try await flush(limit) }
                 switch try step.get() {
-                case .data(let count):
-                    plain.removeLast(maxCount - count)
-                    return plain
-                case .end:
-                    return []
+                case .data(let count): return count
+                case .end: return 0
                 case .needInput:
                     let n = try await socket.receive(into: &cipher, deadline: limit.end)
                     feed(n)

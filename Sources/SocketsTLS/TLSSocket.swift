@@ -214,21 +214,35 @@ public final class TLSSocket: @unchecked Sendable {
     ///   `certificate required`), `.tlsProtocol`; `.invalidArgument` before the handshake.
     public func receive(upTo maxCount: Int, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> [UInt8] {
         guard maxCount > 0 else { return [] }
-        let limit = Limit(start: .now, timeout: socket.timeout, deadline: deadline)
         var plain = [UInt8](repeating: 0, count: maxCount)
+        let count = try receive(Limit(start: .now, timeout: socket.timeout, deadline: deadline)) {
+            plain.withUnsafeMutableBytes { read(into: $0) }
+        }
+        plain.removeLast(maxCount - count)
+        return plain
+    }
+
+    /// Receives up to `buffer.count` bytes of application data into `buffer`; 0 means the
+    /// peer ended the session. The rules and errors of ``receive(upTo:deadline:)``. With it
+    /// a ``BufferedReader`` reads lines from a TLS connection.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant?) throws(SocketError) -> Int {
+        guard buffer.count > 0 else { return 0 }
+        return try receive(Limit(start: .now, timeout: socket.timeout, deadline: deadline)) { read(into: buffer) }
+    }
+
+    /// The loop of both receives: read what the engine has, else receive ciphertext and
+    /// feed it; the count read (0: the end).
+    private func receive(_ limit: Limit, _ read: () -> (Result<ReadStep, SocketError>, outgoing: Bool)) throws(SocketError) -> Int {
         do throws(SocketError) {
             try checkReady(.receive)
             try take(receiving, .receive, limit)
             defer { receiving.release() }
             while true {
-                let (step, outgoing) = read(into: &plain)
+                let (step, outgoing) = read()
                 if outgoing { try flush(limit) }  // a post-handshake reply (key update)
                 switch try step.get() {
-                case .data(let count):
-                    plain.removeLast(maxCount - count)
-                    return plain
-                case .end:
-                    return []
+                case .data(let count): return count
+                case .end: return 0
                 case .needInput:
                     let n = try socket.receive(into: &cipher, deadline: limit.end)
                     feed(n)
@@ -331,12 +345,21 @@ public final class TLSSocket: @unchecked Sendable {
         }
     }
 
+    /// The address of the peer (the socket's ``Socket/peerAddress``).
+    ///
+    /// - Throws: ``SocketError`` — `.notConnected`, `.closed`.
+    public var peerAddress: SocketAddress {
+        get throws(SocketError) { try socket.peerAddress }
+    }
+
     /// Whether the handshake resumed an earlier session (an abbreviated handshake: no
     /// certificate sent or verified again). False before the handshake.
     public var isResumed: Bool {
         engine.withLock { e in e.handshakeDone && cstls_resumed(e.raw) == 1 }
     }
 }
+
+extension TLSSocket: ByteReceiver {}
 
 // MARK: the steps both forms share
 
@@ -431,10 +454,10 @@ extension TLSSocket {
     }
 
     /// Reads plaintext from the engine: what it means, and whether it made ciphertext to send.
-    func read(into plain: inout [UInt8]) -> (Result<ReadStep, SocketError>, outgoing: Bool) {
+    func read(into plain: UnsafeMutableRawBufferPointer) -> (Result<ReadStep, SocketError>, outgoing: Bool) {
         let (code, count, outgoing) = engine.withLock { e in
             var count: Int32 = 0
-            let code = plain.withUnsafeMutableBytes { cstls_read(e.raw, $0.baseAddress, Int32($0.count), &count) }
+            let code = cstls_read(e.raw, plain.baseAddress, Int32(clamping: plain.count), &count)
             keepSession(e)  // TLS 1.3 tickets come after the handshake
             return (code, Int(count), Self.hasOutgoing(e))
         }

@@ -245,6 +245,27 @@ struct AsyncTLSTests {
         #expect(peer.finish() == 0)
     }
 
+    @Test("a BufferedReader reads lines from a TLS connection, blocking and async, one deadline per line")
+    func bufferedReaderOverTLS() async throws {
+        let peer = try TLSPeer(["echo", tlsFixture("good.pem"), tlsFixture("good.key")])
+        let tls = try tlsClient(try peer.port(), try trustingTestCA())
+        try await tls.handshake()
+        let reader = BufferedReader(tls, maxLineLength: 100)
+        #expect(reader.source === tls)
+        try await tls.sendAll(Array("first line\r\nsecond line\nthird".utf8))
+        let blocking = { () throws -> String? in try reader.readLine(deadline: .now + .seconds(5)) }  // the blocking form
+        #expect(try blocking() == "first line")
+        #expect(try await reader.readLine(deadline: .now + .seconds(5)) == "second line")
+        // "third" has no line feed yet: the line's deadline ends the wait, and nothing is lost.
+        let (error, elapsed) = await expectAsyncFailure(.timedOut) { _ = try await reader.readLine(deadline: .now + .milliseconds(200)) }
+        expectTiming(elapsed, atLeast: .milliseconds(200))
+        #expect(error?.operation == .receive)
+        try await tls.sendAll(Array(" and more\n".utf8))
+        #expect(try await reader.readLine(deadline: .now + .seconds(5)) == "third and more")
+        tls.close()
+        peer.finish()
+    }
+
     @Test("record calls before the handshake are refused with a message, blocking and async")
     func beforeHandshake() async throws {
         let (a, b) = try Socket.pair()
