@@ -310,12 +310,15 @@ public final class TLSSocket: @unchecked Sendable {
                 _ = cstls_shutdown(e.raw)
                 return Self.hasOutgoing(e)
             }
-            socket.timeout = .nonBlocking  // from here on nothing waits
+            // From here on nothing waits: one send and reads with MSG_DONTWAIT, never the
+            // socket's timeout (changing it would reach other callers' next waits).
             // close_notify (after anything queued) only if no send is under way: never wait
             // for one, close() is what ends it.
             if outgoing, sending.tryAcquire() {
                 engine.withLock { e in Self.drain(e, into: &queued) }
-                _ = try? socket.send(queued)
+                _ = try? socket.withUnsafeDescriptor { fd in
+                    queued.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_DONTWAIT) | CInt(MSG_NOSIGNAL)) }
+                }
                 sending.release()
             }
             // Read away what has come and was never read (TLS 1.3 session tickets, most
@@ -323,7 +326,10 @@ public final class TLSSocket: @unchecked Sendable {
             // what we sent last. Not while a receive is under way: close() ends it.
             if receiving.tryAcquire() {
                 for _ in 0..<64 {
-                    guard let n = try? socket.receive(into: &cipher), n > 0 else { break }
+                    let n = try? socket.withUnsafeDescriptor { fd in
+                        cipher.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, CInt(MSG_DONTWAIT)) }
+                    }
+                    guard let n, n > 0 else { break }
                 }
                 receiving.release()
             }
