@@ -2,6 +2,7 @@
 // with dlsym; the library is never unloaded. The constants are OpenSSL 3's ABI values
 // (ssl.h, tls1.h, bio.h, x509_vfy.h), which do not change within a major version.
 #include "CSocketsTLS.h"
+#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -18,6 +19,10 @@
 #define SSL_VERIFY_FAIL_IF_NO_PEER_CERT 2
 #define BIO_CTRL_PENDING 10
 #define BIO_C_SET_BUF_MEM_EOF_RETURN 130
+#define SSL_CTRL_SET_SESS_CACHE_MODE 44
+#define SSL_SESS_CACHE_CLIENT 0x0001
+#define SSL_SESS_CACHE_SERVER 0x0002
+#define SSL_SESS_CACHE_NO_INTERNAL_STORE 0x0300
 #define OPENSSL_INIT_LOAD_SSL_STRINGS 0x00200000L
 #define OPENSSL_INIT_LOAD_CRYPTO_STRINGS 0x00000002L
 
@@ -26,6 +31,7 @@ typedef void SSL_CTX;
 typedef void SSL_METHOD;
 typedef void BIO;
 typedef void BIO_METHOD;
+typedef void SSL_SESSION;
 
 static struct {
     int (*OPENSSL_init_ssl)(uint64_t, const void *);
@@ -66,6 +72,15 @@ static struct {
     int (*BIO_write)(BIO *, const void *, int);
     int (*BIO_read)(BIO *, void *, int);
     long (*BIO_ctrl)(BIO *, int, long, void *);
+    void (*SSL_CTX_sess_set_new_cb)(SSL_CTX *, int (*)(SSL *, SSL_SESSION *));
+    int (*SSL_CTX_set_session_id_context)(SSL_CTX *, const unsigned char *, unsigned int);
+    int (*SSL_set_ex_data)(SSL *, int, void *);
+    void *(*SSL_get_ex_data)(const SSL *, int);
+    int (*SSL_set_session)(SSL *, SSL_SESSION *);
+    void (*SSL_SESSION_free)(SSL_SESSION *);
+    int (*SSL_session_reused)(const SSL *);
+    void *(*SSL_get0_param)(SSL *);
+    int (*X509_VERIFY_PARAM_set1_ip_asc)(void *, const char *);
     BIO *(*SSL_get_rbio)(const SSL *);
     BIO *(*SSL_get_wbio)(const SSL *);
     unsigned long (*ERR_get_error)(void);
@@ -118,6 +133,15 @@ static void load(void) {
     BIND(ssl, SSL_get0_alpn_selected);
     BIND(ssl, SSL_alert_desc_string_long);
     BIND(ssl, SSL_select_next_proto);
+    BIND(ssl, SSL_CTX_sess_set_new_cb);
+    BIND(ssl, SSL_CTX_set_session_id_context);
+    BIND(ssl, SSL_set_ex_data);
+    BIND(ssl, SSL_get_ex_data);
+    BIND(ssl, SSL_set_session);
+    BIND(ssl, SSL_SESSION_free);
+    BIND(ssl, SSL_session_reused);
+    BIND(ssl, SSL_get0_param);
+    BIND(crypto, X509_VERIFY_PARAM_set1_ip_asc);
     BIND(ssl, SSL_get_rbio);
     BIND(ssl, SSL_get_wbio);
     BIND(crypto, X509_verify_cert_error_string);
@@ -150,9 +174,45 @@ void *cstls_ctx_new(int server, int verify) {
     int mode = verify == 0 ? SSL_VERIFY_NONE
              : verify == 1 ? SSL_VERIFY_PEER : (SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT);
     f.SSL_CTX_set_verify(ctx, mode, NULL);
-    (void)server;
+    if (server) {
+        // Resumption needs a session ID context when clients are verified; the same for all.
+        f.SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"Sockets", 7);
+    }
     return ctx;
 }
+
+// A client's sessions: OpenSSL hands each new one (TLS 1.2: at the end of the handshake;
+// TLS 1.3: each ticket, after it) to this callback, which keeps the latest in the
+// connection's slot for the Swift side to take. OpenSSL's own client cache is not used: the
+// Swift side keys sessions by server name and address.
+struct Slot {
+    SSL_SESSION *session;
+};
+
+static int newSession(SSL *ssl, SSL_SESSION *session) {
+    struct Slot *slot = f.SSL_get_ex_data(ssl, 0);
+    if (!slot) return 0;  // not kept: OpenSSL frees it
+    if (slot->session) f.SSL_SESSION_free(slot->session);
+    slot->session = session;
+    return 1;  // kept: ours to free
+}
+
+void cstls_ctx_resume(void *ctx) {
+    f.SSL_CTX_ctrl(ctx, SSL_CTRL_SET_SESS_CACHE_MODE, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE, NULL);
+    f.SSL_CTX_sess_set_new_cb(ctx, newSession);
+}
+
+void *cstls_take_session(void *ssl) {
+    struct Slot *slot = f.SSL_get_ex_data(ssl, 0);
+    if (!slot || !slot->session) return NULL;
+    SSL_SESSION *session = slot->session;
+    slot->session = NULL;
+    return session;
+}
+
+void cstls_set_session(void *ssl, void *session) { f.SSL_set_session(ssl, session); }
+void cstls_session_free(void *session) { f.SSL_SESSION_free(session); }
+int cstls_resumed(void *ssl) { return f.SSL_session_reused(ssl); }
 
 void cstls_ctx_free(void *ctx) { f.SSL_CTX_free(ctx); }
 int cstls_ctx_default_trust(void *ctx) { return f.SSL_CTX_set_default_verify_paths(ctx); }
@@ -214,15 +274,32 @@ void *cstls_new(void *ctx, int server, const char *host, int verifyHost) {
         f.SSL_set_accept_state(ssl);
     } else {
         f.SSL_set_connect_state(ssl);
-        if (host && host[0]) {
+        struct Slot *slot = calloc(1, sizeof(struct Slot));
+        if (!slot || f.SSL_set_ex_data(ssl, 0, slot) != 1) { free(slot); f.SSL_free(ssl); return NULL; }
+        unsigned char numeric[16];
+        if (host && (inet_pton(AF_INET, host, numeric) == 1 || inet_pton(AF_INET6, host, numeric) == 1)) {
+            // An address: no SNI (RFC 6066 allows only names), and the certificate must
+            // carry it as an IP address.
+            if (verifyHost && f.X509_VERIFY_PARAM_set1_ip_asc(f.SSL_get0_param(ssl), host) != 1) {
+                cstls_free(ssl);
+                return NULL;
+            }
+        } else if (host && host[0]) {
             f.SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, (void *)host);
-            if (verifyHost && f.SSL_set1_host(ssl, host) != 1) { f.SSL_free(ssl); return NULL; }
+            if (verifyHost && f.SSL_set1_host(ssl, host) != 1) { cstls_free(ssl); return NULL; }
         }
     }
     return ssl;
 }
 
-void cstls_free(void *ssl) { f.SSL_free(ssl); }
+void cstls_free(void *ssl) {
+    struct Slot *slot = f.SSL_get_ex_data(ssl, 0);
+    f.SSL_free(ssl);
+    if (slot) {
+        if (slot->session) f.SSL_SESSION_free(slot->session);
+        free(slot);
+    }
+}
 
 static int answer(SSL *ssl, int rc) { return rc == 1 ? CSTLS_OK : f.SSL_get_error(ssl, rc); }
 

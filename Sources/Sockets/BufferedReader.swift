@@ -8,8 +8,23 @@
 // read after a timeout). The blocking and async forms share everything but the wait: each
 // read is a loop of "take from the buffer, else receive more".
 
-/// Reads lines, delimited records and exact byte counts from a stream socket, buffering what
-/// arrives (Python's `socket.makefile`, Go's `bufio.Reader`).
+/// What a ``BufferedReader`` reads from: a stream that receives into a buffer under the
+/// library's time rules — ``Socket``, and `TLSSocket` (SocketsTLS).
+public protocol ByteReceiver: AnyObject, Sendable {
+    /// Receives up to `buffer.count` bytes into `buffer`; 0 means the end of the stream. As
+    /// ``Socket/receive(into:deadline:)``: at most the timeout per call, not past `deadline`.
+    func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant?) throws(SocketError) -> Int
+    /// The async form; `buffer` must stay valid until it returns.
+    nonisolated(nonsending) func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant?) async throws(SocketError) -> Int
+    /// The peer's address, which errors name.
+    var peerAddress: SocketAddress { get throws(SocketError) }
+}
+
+extension Socket: ByteReceiver {}
+
+/// Reads lines, delimited records and exact byte counts from a stream socket (or a TLS
+/// connection: any ``ByteReceiver``), buffering what arrives (Python's `socket.makefile`,
+/// Go's `bufio.Reader`).
 ///
 /// ```swift
 /// let reader = BufferedReader(connection, maxLineLength: 8192)
@@ -27,8 +42,8 @@
 /// A reader is not meant to be shared: use it from one thread or task at a time. The socket
 /// stays yours: close it when you are done (the reader does not).
 public final class BufferedReader {
-    /// The socket read from.
-    public let socket: Socket
+    /// What the reader reads from: the ``Socket`` (or TLS connection) it was made with.
+    public let source: any ByteReceiver
     /// The longest line ``readLine(deadline:)-6ops7`` accepts, in bytes, not counting the line
     /// ending; a longer line fails with ``SocketError/Kind/tooLong``.
     public let maxLineLength: Int
@@ -40,15 +55,16 @@ public final class BufferedReader {
     /// The peer closed its side: nothing more will arrive.
     private var atEnd = false
 
-    /// A reader of `socket` with a buffer of `bufferSize` bytes to start with (it grows for
-    /// a long line, up to `maxLineLength`, and for ``read(exactly:deadline:)-3fh2q``).
+    /// A reader of `source` (a ``Socket``, or a `TLSSocket`) with a buffer of `bufferSize`
+    /// bytes to start with (it grows for a long line, up to `maxLineLength`, and for
+    /// ``read(exactly:deadline:)-3fh2q``).
     ///
     /// - Parameters:
-    ///   - socket: the socket to read from; it stays yours to close.
+    ///   - source: what to read from: a ``Socket`` or a `TLSSocket`; it stays yours to close.
     ///   - maxLineLength: the longest line accepted (default 64 KiB).
     ///   - bufferSize: how much one receive may take (default 16 KiB).
-    public init(_ socket: Socket, maxLineLength: Int = 65_536, bufferSize: Int = 16_384) {
-        self.socket = socket
+    public init(_ source: any ByteReceiver, maxLineLength: Int = 65_536, bufferSize: Int = 16_384) {
+        self.source = source
         self.maxLineLength = max(1, maxLineLength)
         storage = .allocate(byteCount: max(64, bufferSize), alignment: 16)
     }
@@ -165,7 +181,7 @@ public final class BufferedReader {
         let scanned = min(end - start, limit)
         if let i = storage[start..<(start + scanned)].firstIndex(of: delimiter) { return .some(take(i + 1 - start)) }
         if end - start >= limit {
-            throw SocketError(.tooLong, .receive, address: try? socket.peerAddress,
+            throw SocketError(.tooLong, .receive, address: try? source.peerAddress,
                               detail: "no delimiter within \(limit) bytes (the limit); they stay buffered")
         }
         if atEnd { return .some(start == end ? nil : take(end - start)) }
@@ -192,7 +208,7 @@ public final class BufferedReader {
     }
 
     private func lineTooLong() -> SocketError {
-        SocketError(.tooLong, .receive, address: try? socket.peerAddress,
+        SocketError(.tooLong, .receive, address: try? source.peerAddress,
                     detail: "a line longer than \(maxLineLength) bytes (maxLineLength); it stays buffered")
     }
 
@@ -200,7 +216,7 @@ public final class BufferedReader {
     private func takeExactly(_ count: Int) throws(SocketError) -> [UInt8]? {
         if end - start >= count { return take(count) }
         if atEnd {
-            throw SocketError(.endOfStream, .receive, address: try? socket.peerAddress, bytesTransferred: end - start,
+            throw SocketError(.endOfStream, .receive, address: try? source.peerAddress, bytesTransferred: end - start,
                               detail: "wanted \(count) bytes; those that came stay buffered")
         }
         return nil
@@ -233,12 +249,12 @@ public final class BufferedReader {
     }
 
     private func fill(deadline: ContinuousClock.Instant?, want: Int = 0) throws(SocketError) {
-        let n = try socket.receive(into: makeRoom(want: want), deadline: deadline)
+        let n = try source.receive(into: makeRoom(want: want), deadline: deadline)
         if n == 0 { atEnd = true } else { end += n }
     }
 
     private nonisolated(nonsending) func fillAsync(deadline: ContinuousClock.Instant?, want: Int = 0) async throws(SocketError) {
-        let n = try await socket.receive(into: makeRoom(want: want), deadline: deadline)
+        let n = try await source.receive(into: makeRoom(want: want), deadline: deadline)
         if n == 0 { atEnd = true } else { end += n }
     }
 

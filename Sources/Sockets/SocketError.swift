@@ -218,13 +218,12 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
     private let fields: Fields
 
     /// Which limit ended a timed-out call (nil for other errors, and for users' own).
-    var timeoutCause: TimeoutCause? { fields.cause }
+    package var timeoutCause: TimeoutCause? { fields.cause }
 
-    /// The same error for a transfer whose count would mislead (TLS: the bytes sent are
-    /// ciphertext), with `detail` put first.
-    package func withoutCount(detail: String) -> SocketError {
-        SocketError(copying: fields, address: address, bytesTransferred: nil,
-                    detail: self.detail.map { "\(detail): \($0)" } ?? detail)
+    /// The same error with another count of bytes transferred (TLS: the caller's bytes, not
+    /// the ciphertext the socket sent) and detail.
+    package func withCount(_ count: Int?, detail: String?) -> SocketError {
+        SocketError(copying: fields, address: address, bytesTransferred: count, detail: detail)
     }
 
     /// What happened.

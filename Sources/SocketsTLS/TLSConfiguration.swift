@@ -27,7 +27,9 @@ enum OpenSSL {
 }
 
 /// How TLS connections of one kind are made: trust, certificates, protocols. Make one per
-/// kind of connection and share it: it is immutable and safe to use from any thread.
+/// kind of connection and share it: it is immutable and safe to use from any thread. A
+/// client configuration also keeps the sessions its connections were given, so that the next
+/// connection to the same server resumes one (an abbreviated handshake).
 ///
 /// ```swift
 /// let client = try TLSConfiguration.client()                       // the system's trust store
@@ -36,11 +38,16 @@ enum OpenSSL {
 public final class TLSConfiguration: @unchecked Sendable {
     // @unchecked Sendable is safe: the OpenSSL context (and `alpnList`) are set up by the
     // static factories before the configuration is returned, and never changed afterwards;
-    // OpenSSL allows SSL_new on a configured SSL_CTX from any number of threads at once.
+    // OpenSSL allows SSL_new on a configured SSL_CTX from any number of threads at once;
+    // `sessions` is a lock-guarded store.
     let context: OpaquePointer
     /// A client's: SNI and certificate names are checked against the host connected to.
     let isServer: Bool
     let verifiesHost: Bool
+    /// Whether clients keep and offer sessions (``client(trusting:certificateChain:privateKey:protocols:resumesSessions:)``).
+    let resumesSessions: Bool
+    /// Sessions for resumption, by server name and address.
+    let sessions = SessionStore()
     /// The ALPN list the context points to: freed after the context.
     private var alpnList: UnsafeMutableRawPointer?
 
@@ -56,7 +63,7 @@ public final class TLSConfiguration: @unchecked Sendable {
         case anything
     }
 
-    private init(server: Bool, verify: Int32, verifiesHost: Bool) throws(SocketError) {
+    private init(server: Bool, verify: Int32, verifiesHost: Bool, resumesSessions: Bool = false) throws(SocketError) {
         try OpenSSL.load()
         guard let context = cstls_ctx_new(server ? 1 : 0, verify) else {
             throw SocketError(.system, .handshake, detail: "SSL_CTX_new failed: \(OpenSSL.takeError()?.text ?? "?")")
@@ -64,6 +71,8 @@ public final class TLSConfiguration: @unchecked Sendable {
         self.context = OpaquePointer(context)
         self.isServer = server
         self.verifiesHost = verifiesHost
+        self.resumesSessions = resumesSessions
+        if resumesSessions { cstls_ctx_resume(UnsafeMutableRawPointer(context)) }
     }
 
     deinit {
@@ -81,14 +90,17 @@ public final class TLSConfiguration: @unchecked Sendable {
     ///     server that asks for a client certificate (nil: none).
     ///   - privateKey: the PEM file with that certificate's private key.
     ///   - protocols: ALPN protocols to offer, most preferred first (`["h2", "http/1.1"]`).
+    ///   - resumesSessions: keep the session each connection is given (by server name and
+    ///     address, for the newest 256 servers) and offer it, once, to the next connection to
+    ///     the same server: a resumed handshake skips the certificate and costs about half.
     /// - Throws: ``/Sockets/SocketError`` — `.tlsUnavailable` without OpenSSL 3,
     ///   `.invalidArgument` for a file that cannot be read or used (the detail says which).
     public static func client(
         trusting trust: Trust = .system, certificateChain: String? = nil, privateKey: String? = nil,
-        protocols: [String] = []
+        protocols: [String] = [], resumesSessions: Bool = true
     ) throws(SocketError) -> TLSConfiguration {
         let configuration = try TLSConfiguration(server: false, verify: trust == .anything ? 0 : 1,
-                                                 verifiesHost: trust != .anything)
+                                                 verifiesHost: trust != .anything, resumesSessions: resumesSessions)
         switch trust {
         case .system:
             if cstls_ctx_default_trust(UnsafeMutableRawPointer(configuration.context)) != 1 {
@@ -167,3 +179,40 @@ public final class TLSConfiguration: @unchecked Sendable {
 }
 
 extension TLSConfiguration.Trust: Equatable {}
+
+extension TLSConfiguration {
+    /// A session OpenSSL gave a client connection, freed with the last reference.
+    final class Session: @unchecked Sendable {
+        // @unchecked Sendable is safe: the pointer never changes; OpenSSL sessions are
+        // reference-counted and may be offered to a connection (SSL_set_session, which takes
+        // its own reference) from any thread.
+        let pointer: UnsafeMutableRawPointer
+        init(_ pointer: UnsafeMutableRawPointer) { self.pointer = pointer }
+        deinit { cstls_session_free(pointer) }
+    }
+
+    /// The sessions of a client configuration: one per server (name and address), each
+    /// offered once (TLS 1.3 tickets are meant for one use; the resumed connection gets new
+    /// ones), the oldest dropped past `capacity`.
+    final class SessionStore: Sendable {
+        static let capacity = 256
+        private let store = Locked<(sessions: [String: Session], order: [String])>(([:], []))
+
+        func keep(_ session: Session, for key: String) {
+            store.withLock { s in
+                if s.sessions.updateValue(session, forKey: key) == nil {
+                    s.order.append(key)
+                    if s.order.count > Self.capacity { s.sessions[s.order.removeFirst()] = nil }
+                }
+            }
+        }
+
+        func take(_ key: String) -> Session? {
+            store.withLock { s in
+                guard let session = s.sessions.removeValue(forKey: key) else { return nil }
+                s.order.removeAll { $0 == key }
+                return session
+            }
+        }
+    }
+}

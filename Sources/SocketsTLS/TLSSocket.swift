@@ -8,18 +8,25 @@ import Sockets
 
 // A TLS session over a Socket, with the socket's own waits: the engine (OpenSSL) reads and
 // writes two memory buffers, and every wait for the network is the Socket's receive or
-// sendAll — so the time rules, close() from another thread and the errors are the plain
-// socket's. What TLS adds:
+// sendAll — so the time rules, close() from another thread, cancellation and the errors are
+// the plain socket's. What TLS adds:
 // - the handshake has ONE limit, fixed when it starts (the earlier of the socket's timeout
 //   from then and the deadline given), passed to every receive and send it makes: a peer
 //   that drips its handshake a byte at a time cannot stretch it (per-wait timeouts would
 //   never fire);
 // - the engine is touched under a lock (OpenSSL allows one thread at a time per session),
-//   never while waiting; ciphertext leaves in the order the engine made it (senders hold
-//   the send lock while they send), and what a timed-out send could not deliver stays
-//   queued, to go first with the next send: the session stays usable (Go's breaks).
+//   never while waiting;
+// - ciphertext leaves in the order the engine made it: only the holder of the send turn
+//   (Turn.swift) takes it out of the engine and sends it, and what a timed-out send could not
+//   deliver stays queued, to go first with the next send: the session stays usable (Go's
+//   breaks). Receivers take the receive turn, so ciphertext is fed in the order it was read.
+//   Each turn is waited for within the call's own limit.
+//
+// The blocking calls are here; their async forms, in TLSSocket+Async.swift, are the same
+// loops with `await`.
 
-/// A TLS connection over a ``Socket``: the same calls, time rules and errors.
+/// A TLS connection over a ``Socket``: the same calls, time rules and errors, blocking and
+/// async.
 ///
 /// ```swift
 /// let tls = try TLSSocket.connect(to: "example.org:443", configuration: .client(),
@@ -32,15 +39,20 @@ import Sockets
 /// inside `accept`, so one silent client cannot stall the listener:
 /// ```swift
 /// let (connection, _) = try listener.accept()
-/// let tls = TLSSocket(serving: connection, configuration: serverConfiguration)
+/// let tls = try TLSSocket(serving: connection, configuration: serverConfiguration)
 /// try tls.handshake(deadline: .now + .seconds(5))
 /// ```
 ///
-/// Thread safety: one thread may receive while another sends; ``close()`` from any thread
-/// ends every wait, the handshake's included, with ``SocketError/Kind/closed``.
+/// Thread safety: any number of threads and tasks may call it at once; receives run one at a
+/// time, and so do sends (each waits its turn within its own limit), a receive and a send
+/// side by side. ``close()`` from any thread ends every wait, the handshake's included, with
+/// ``SocketError/Kind/closed``; cancelling a task ends its async call with
+/// ``SocketError/Kind/cancelled``.
 public final class TLSSocket: @unchecked Sendable {
-    // @unchecked Sendable is safe: the engine is reached only under `engine`'s lock, and
-    // `queued` only while `sendLock` is held; the other stored properties never change.
+    // @unchecked Sendable is safe: the engine is reached only under `engine`'s lock; `queued`
+    // only by the holder of the `sending` turn and `cipher` only by the holder of the
+    // `receiving` turn (Turn hands over through its lock, which orders the accesses); the
+    // other stored properties never change.
 
     /// The connection underneath. Its ``Socket/timeout`` applies to TLS calls as to its own;
     /// do not send or receive on it directly once TLS has begun.
@@ -48,18 +60,29 @@ public final class TLSSocket: @unchecked Sendable {
     /// The name the server's certificate must carry (client side), also sent as SNI.
     public let serverName: String?
 
-    private let engine: Locked<Engine>
-    /// Held by a sender for the whole of its send, so ciphertext leaves in the order it was
-    /// made (the library's `Locked` may not be held across a wait).
-    private let sendLock = SendLock()
+    let configuration: TLSConfiguration
+    /// Where this connection's session is kept for resumption (clients that resume only).
+    let sessionKey: String?
+    let engine: Locked<Engine>
+    let sending = Turn()
+    let receiving = Turn()
     /// Ciphertext made but not yet sent (a timed-out send's rest): sent first by the next
-    /// send. Only while `sendLock` is held.
-    private var queued: [UInt8] = []
+    /// send. Only while holding `sending`.
+    var queued: [UInt8] = []
+    /// Ciphertext read from the socket, fed to the engine. Only while holding `receiving`.
+    var cipher = [UInt8](repeating: 0, count: TLSSocket.recordSpace)
 
-    private final class Engine: @unchecked Sendable {
+    /// One TLS record and its overhead: what a receive from the socket asks for.
+    static let recordSpace = 17_408
+    /// The plaintext handed to the engine at once by sendAll: 8 records. A larger send is
+    /// encrypted and sent in pieces of this size, so its ciphertext never sits whole in memory.
+    static let sendPiece = 131_072
+
+    final class Engine: @unchecked Sendable {
         // @unchecked Sendable is safe: reached only under TLSSocket.engine's lock.
         let ssl: OpaquePointer
         var handshakeDone = false
+        var sentClose = false
         init(_ ssl: OpaquePointer) { self.ssl = ssl }
         deinit { cstls_free(UnsafeMutableRawPointer(ssl)) }
         var raw: UnsafeMutableRawPointer { UnsafeMutableRawPointer(ssl) }
@@ -72,11 +95,23 @@ public final class TLSSocket: @unchecked Sendable {
         }
         self.socket = socket
         self.serverName = serverName
+        self.configuration = configuration
+        if !server, configuration.resumesSessions, let peer = try? socket.peerAddress {
+            let key = "\(serverName ?? "")|\(peer)"
+            sessionKey = key
+            if let session = configuration.sessions.take(key) { cstls_set_session(ssl, session.pointer) }
+        } else {
+            sessionKey = nil
+        }
         engine = Locked(Engine(OpaquePointer(ssl)))
     }
 
     /// The client side of TLS over a connected socket (a fresh connection, or STARTTLS on
     /// one that has spoken plain text). Call ``handshake(deadline:)`` next.
+    ///
+    /// If the configuration resumes sessions and an earlier connection to the same server
+    /// name and address left one, the handshake offers it (``isResumed`` tells whether the
+    /// server took it).
     ///
     /// - Parameter serverName: the name the server's certificate must carry, also sent as
     ///   SNI. Required unless the configuration trusts `.anything`.
@@ -122,7 +157,7 @@ public final class TLSSocket: @unchecked Sendable {
         let socket = try Socket.connect(to: hostPort, timeout: timeout, deadline: overall)
         do throws(SocketError) {
             let tls = try TLSSocket(client: socket, configuration: configuration, serverName: name)
-            try tls.handshake(deadline: overall, start: start, userTimeout: timeout, userDeadline: deadline)
+            try tls.handshake(Limit(start: start, timeout: timeout, deadline: deadline))
             return tls
         } catch {
             socket.close()
@@ -143,45 +178,27 @@ public final class TLSSocket: @unchecked Sendable {
     ///   `.tlsProtocol` (`the peer is not speaking TLS`, ...); `.endOfStream` (the peer
     ///   closed during the handshake); `.closed`; `.connectionReset`; `.tlsUnavailable`.
     public func handshake(deadline: ContinuousClock.Instant? = nil) throws(SocketError) {
-        let start = ContinuousClock.now
-        let timeout = socket.timeout
-        let end = timeout.end(from: start, deadline: deadline)
-        try handshake(deadline: end, start: start, userTimeout: timeout, userDeadline: deadline)
+        try handshake(Limit(start: .now, timeout: socket.timeout, deadline: deadline))
     }
 
-    private func handshake(
-        deadline end: ContinuousClock.Instant?, start: ContinuousClock.Instant, userTimeout: SocketTimeout,
-        userDeadline: ContinuousClock.Instant?
-    ) throws(SocketError) {
-        if socket.timeout == .nonBlocking {
-            throw SocketError(.invalidArgument, .handshake, detail: "TLS needs a blocking or timed socket")
-        }
-        var buffer = [UInt8](repeating: 0, count: 17_408)  // one TLS record and its overhead
+    private func handshake(_ limit: Limit) throws(SocketError) {
+        try checkBlocking(.handshake)
         do throws(SocketError) {
+            try take(receiving, .handshake, limit)
+            defer { receiving.release() }
             while true {
-                let (code, outgoing) = engine.withLock { e in
-                    (cstls_handshake(e.raw), Self.takeOutgoing(e))
-                }
-                if !outgoing.isEmpty { try send(outgoing, deadline: end) }
-                switch Int(code) {
-                case CSTLS_OK:
-                    engine.withLock { $0.handshakeDone = true }
-                    return
-                case CSTLS_WANT_READ:
-                    let n = try socket.receive(into: &buffer, deadline: end)
-                    if n == 0 {
-                        throw SocketError(.endOfStream, .handshake, address: peer,
-                                          detail: "the peer closed the connection during the handshake")
-                    }
-                    engine.withLock { e in _ = buffer.withUnsafeBytes { cstls_feed(e.raw, $0.baseAddress, Int32(n)) } }
-                case CSTLS_WANT_WRITE:
-                    continue
-                default:
-                    throw engineFailure(code, .handshake)
+                let (code, outgoing) = engine.withLock { e in (cstls_handshake(e.raw), Self.hasOutgoing(e)) }
+                if outgoing { try flush(limit) }
+                switch try handshakeStep(code) {
+                case .done: return
+                case .again: continue
+                case .needInput:
+                    let n = try socket.receive(into: &cipher, deadline: limit.end)
+                    try feedHandshake(n)
                 }
             }
         } catch {
-            throw asHandshake(error, start: start, userTimeout: userTimeout, userDeadline: userDeadline)
+            throw limit.named(error, .handshake, address: peer)
         }
     }
 
@@ -194,69 +211,91 @@ public final class TLSSocket: @unchecked Sendable {
     ///
     /// - Throws: ``SocketError`` — as a socket's receive, and `.tlsAlert` (in TLS 1.3 a
     ///   server that required a client certificate says so here, on the first read, with
-    ///   `certificate required`), `.tlsProtocol`.
+    ///   `certificate required`), `.tlsProtocol`; `.invalidArgument` before the handshake.
     public func receive(upTo maxCount: Int, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> [UInt8] {
         guard maxCount > 0 else { return [] }
-        let end = callEnd(deadline)
         var plain = [UInt8](repeating: 0, count: maxCount)
-        var cipher = [UInt8](repeating: 0, count: 17_408)
-        while true {
-            let (code, count, outgoing) = engine.withLock { e in
-                var count: Int32 = 0
-                let code = plain.withUnsafeMutableBytes { cstls_read(e.raw, $0.baseAddress, Int32(maxCount), &count) }
-                return (code, Int(count), Self.takeOutgoing(e))
-            }
-            if !outgoing.isEmpty { try send(outgoing, deadline: end) }  // a post-handshake reply (key update)
-            switch Int(code) {
-            case CSTLS_OK:
-                return Array(plain[..<count])
-            case CSTLS_ZERO_RETURN:
-                return []
-            case CSTLS_WANT_READ:
-                let n = try socket.receive(into: &cipher, deadline: end)
-                engine.withLock { e in
-                    if n == 0 {
-                        cstls_feed_eof(e.raw)
-                    } else {
-                        _ = cipher.withUnsafeBytes { cstls_feed(e.raw, $0.baseAddress, Int32(n)) }
-                    }
+        let count = try receive(Limit(start: .now, timeout: socket.timeout, deadline: deadline)) {
+            plain.withUnsafeMutableBytes { read(into: $0) }
+        }
+        plain.removeLast(maxCount - count)
+        return plain
+    }
+
+    /// Receives up to `buffer.count` bytes of application data into `buffer`; 0 means the
+    /// peer ended the session. The rules and errors of ``receive(upTo:deadline:)``. With it
+    /// a ``BufferedReader`` reads lines from a TLS connection.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant?) throws(SocketError) -> Int {
+        guard buffer.count > 0 else { return 0 }
+        return try receive(Limit(start: .now, timeout: socket.timeout, deadline: deadline)) { read(into: buffer) }
+    }
+
+    /// The loop of both receives: read what the engine has, else receive ciphertext and
+    /// feed it; the count read (0: the end).
+    private func receive(_ limit: Limit, _ read: () -> (Result<ReadStep, SocketError>, outgoing: Bool)) throws(SocketError) -> Int {
+        do throws(SocketError) {
+            try checkReady(.receive)
+            try take(receiving, .receive, limit)
+            defer { receiving.release() }
+            while true {
+                let (step, outgoing) = read()
+                if outgoing { try flush(limit) }  // a post-handshake reply (key update)
+                switch try step.get() {
+                case .data(let count): return count
+                case .end: return 0
+                case .needInput:
+                    let n = try socket.receive(into: &cipher, deadline: limit.end)
+                    feed(n)
                 }
-                if n == 0 { return [] }
-            case CSTLS_WANT_WRITE:
-                continue
-            default:
-                let failure = engineFailure(code, .receive)
-                if failure.kind == .tlsProtocol && failure.detail?.contains("unexpected eof") == true { return [] }
-                throw failure
             }
+        } catch {
+            throw limit.named(error, .receive, address: peer)
         }
     }
 
     /// Sends all of `bytes` as application data, within one limit for the call (the
     /// socket's ``Socket/sendAll(_:deadline:)`` rules).
     ///
-    /// If the time runs out, TLS has taken all of `bytes`: what it made of them and could not
-    /// send stays queued and goes first with the next send, so the session stays usable
-    /// (Go's breaks) and nothing is lost as long as you send again (a ``close()`` drops it).
+    /// If the time runs out, TLS has taken the first `bytesTransferred` bytes (of the error):
+    /// what it made of them and could not send stays queued and goes first with the next
+    /// send, so the session stays usable (Go's breaks) and nothing is lost as long as you
+    /// send again (a ``close()`` drops it). Send the rest of `bytes` from there.
     ///
-    /// - Throws: ``SocketError`` — as a socket's sendAll, without `bytesTransferred` (the
-    ///   bytes sent are encrypted ones).
+    /// - Throws: ``SocketError`` — as a socket's sendAll; `.invalidArgument` before the
+    ///   handshake, `.brokenPipe` after ``shutdown(_:deadline:)``.
     public func sendAll(_ bytes: some Collection<UInt8>, deadline: ContinuousClock.Instant? = nil) throws(SocketError) {
         let plain = Array(bytes)
         guard !plain.isEmpty else { return }
-        let end = callEnd(deadline)
-        let (code, outgoing) = engine.withLock { e in
-            var count: Int32 = 0
-            let code = plain.withUnsafeBytes { cstls_write(e.raw, $0.baseAddress, Int32(plain.count), &count) }
-            return (code, Self.takeOutgoing(e))
-        }
-        if Int(code) != CSTLS_OK { throw engineFailure(code, .sendAll) }
+        let limit = Limit(start: .now, timeout: socket.timeout, deadline: deadline)
+        var taken = 0
         do throws(SocketError) {
-            try send(outgoing, deadline: end)
+            try checkReady(.sendAll)
+            while taken < plain.count {
+                taken = try encrypt(plain, from: taken)
+                try flush(limit)
+            }
         } catch {
-            throw error.kind == .closed ? error
-                : error.withoutCount(detail: "TLS took all the data; what is not sent yet goes first with the next send")
+            throw sendError(limit.named(error, .sendAll, address: peer), taken: taken)
         }
+    }
+
+    /// Ends this side's sending: `close_notify` (the peer reads the end of the stream) sent
+    /// within the call's limit, then the socket's ``Socket/shutdown(_:)``. Receiving goes on
+    /// for `.write`: the TLS half-close of TLS 1.3 (and of most TLS 1.2 peers).
+    ///
+    /// - Throws: ``SocketError`` — as ``sendAll(_:deadline:)`` for the `close_notify`, then as
+    ///   the socket's `shutdown`.
+    public func shutdown(_ direction: Socket.ShutdownDirection, deadline: ContinuousClock.Instant? = nil) throws(SocketError) {
+        if direction != .read {
+            let limit = Limit(start: .now, timeout: socket.timeout, deadline: deadline)
+            do throws(SocketError) {
+                try checkReady(.shutdown)
+                if try closeNotify() { try flush(limit) }
+            } catch {
+                throw limit.named(error, .shutdown, address: peer)
+            }
+        }
+        try socket.shutdown(direction)
     }
 
     /// Ends the session: a `close_notify` alert if it can go without waiting, then the
@@ -265,24 +304,34 @@ public final class TLSSocket: @unchecked Sendable {
     /// data sent). Idempotent, never blocks, from any thread.
     public func close() {
         if !socket.isClosed {
-            let outgoing = engine.withLock { e -> [UInt8] in
-                guard e.handshakeDone else { return [] }
+            let outgoing = engine.withLock { e -> Bool in
+                guard e.handshakeDone, !e.sentClose else { return false }
+                e.sentClose = true
                 _ = cstls_shutdown(e.raw)
-                return Self.takeOutgoing(e)
+                return Self.hasOutgoing(e)
             }
-            socket.timeout = .nonBlocking  // from here on nothing waits
-            // close_notify only if no send is under way (never wait for one: close() is
-            // what ends it) and nothing is queued before it.
-            if !outgoing.isEmpty, sendLock.tryLock() {
-                if queued.isEmpty { _ = try? socket.send(outgoing) }
-                sendLock.unlock()
+            // From here on nothing waits: one send and reads with MSG_DONTWAIT, never the
+            // socket's timeout (changing it would reach other callers' next waits).
+            // close_notify (after anything queued) only if no send is under way: never wait
+            // for one, close() is what ends it.
+            if outgoing, sending.tryAcquire() {
+                engine.withLock { e in Self.drain(e, into: &queued) }
+                _ = try? socket.withUnsafeDescriptor { fd in
+                    queued.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_DONTWAIT) | CInt(MSG_NOSIGNAL)) }
+                }
+                sending.release()
             }
             // Read away what has come and was never read (TLS 1.3 session tickets, most
             // often): a close(2) with unread data sends a reset, and the peer may then lose
-            // what we sent last.
-            var sink = [UInt8](repeating: 0, count: 16_384)
-            for _ in 0..<64 {
-                guard let n = try? socket.receive(into: &sink), n > 0 else { break }
+            // what we sent last. Not while a receive is under way: close() ends it.
+            if receiving.tryAcquire() {
+                for _ in 0..<64 {
+                    let n = try? socket.withUnsafeDescriptor { fd in
+                        cipher.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, CInt(MSG_DONTWAIT)) }
+                    }
+                    guard let n, n > 0 else { break }
+                }
+                receiving.release()
             }
         }
         socket.close()
@@ -302,22 +351,186 @@ public final class TLSSocket: @unchecked Sendable {
         }
     }
 
-    // MARK: helpers
-
-    private var peer: SocketAddress? { try? socket.peerAddress }
-
-    /// One limit for a call: the socket's timeout from now, or `deadline`, whichever first.
-    private func callEnd(_ deadline: ContinuousClock.Instant?) -> ContinuousClock.Instant? {
-        socket.timeout.end(from: .now, deadline: deadline)
+    /// The address of the peer (the socket's ``Socket/peerAddress``).
+    ///
+    /// - Throws: ``SocketError`` — `.notConnected`, `.closed`.
+    public var peerAddress: SocketAddress {
+        get throws(SocketError) { try socket.peerAddress }
     }
 
-    /// Sends `bytes` after anything queued, in order; a timed-out send keeps the rest queued.
-    private func send(_ bytes: [UInt8], deadline: ContinuousClock.Instant?) throws(SocketError) {
-        sendLock.lock()
-        defer { sendLock.unlock() }
-        queued += bytes
+    /// Whether the handshake resumed an earlier session (an abbreviated handshake: no
+    /// certificate sent or verified again). False before the handshake.
+    public var isResumed: Bool {
+        engine.withLock { e in e.handshakeDone && cstls_resumed(e.raw) == 1 }
+    }
+}
+
+extension TLSSocket: ByteReceiver {}
+
+// MARK: the steps both forms share
+
+extension TLSSocket {
+    /// The limit of one call: the socket's timeout from its start, or its deadline, whichever
+    /// first; its timeouts are reported with the limit the user gave.
+    struct Limit {
+        let start: ContinuousClock.Instant
+        let timeout: SocketTimeout
+        let deadline: ContinuousClock.Instant?
+        let end: ContinuousClock.Instant?
+
+        init(start: ContinuousClock.Instant, timeout: SocketTimeout, deadline: ContinuousClock.Instant?) {
+            self.start = start
+            self.timeout = timeout
+            self.deadline = deadline
+            end = timeout.end(from: start, deadline: deadline)
+        }
+
+        /// A wait's error as the call's: `handshake with HOST timed out after 5s` (the limit the
+        /// user gave, not the instant it became), the operation renamed.
+        func named(_ error: SocketError, _ operation: SocketError.Operation, address: SocketAddress?) -> SocketError {
+            let address = error.address ?? address
+            if error.kind == .timedOut {
+                if case .socketDeadline? = error.timeoutCause { return error.at(address) }  // said as is
+                let (allowed, cause) = timeout.limit(from: start, deadline: deadline)
+                return SocketError(timedOut: operation, after: allowed, cause, address: address)
+            }
+            guard error.operation != operation else { return error.at(address) }
+            // No count: the bytes a socket call moved are ciphertext, not the caller's.
+            return SocketError(error.kind, operation, address: address, errno: error.errno, detail: error.detail)
+        }
+
+        /// The error of a turn not granted.
+        func turnError(_ outcome: Turn.Outcome, _ operation: SocketError.Operation, address: SocketAddress?) -> SocketError {
+            if outcome == .cancelled { return SocketError(.cancelled, operation, address: address) }
+            let (allowed, cause) = timeout.limit(from: start, deadline: deadline)
+            return SocketError(timedOut: operation, after: allowed, cause, address: address)
+        }
+    }
+
+    enum HandshakeStep { case done, again, needInput }
+    enum ReadStep { case data(Int), end, needInput }
+
+    var peer: SocketAddress? { try? socket.peerAddress }
+
+    func checkBlocking(_ operation: SocketError.Operation) throws(SocketError) {
+        if socket.timeout == .nonBlocking {
+            throw SocketError(.invalidArgument, operation, detail: "TLS needs a blocking or timed socket")
+        }
+    }
+
+    /// Record calls need a finished handshake and a socket that may wait.
+    func checkReady(_ operation: SocketError.Operation) throws(SocketError) {
+        try checkBlocking(operation)
+        let (done, sentClose) = engine.withLock { e in (e.handshakeDone, e.sentClose) }
+        if !done {
+            throw SocketError(.invalidArgument, operation, detail: "the TLS handshake has not been done: call handshake() first")
+        }
+        if sentClose && operation != .receive {
+            throw SocketError(.brokenPipe, operation, address: peer, detail: "sending was shut down (close_notify sent)")
+        }
+    }
+
+    /// Takes a turn within the call's limit (blocking).
+    func take(_ turn: Turn, _ operation: SocketError.Operation, _ limit: Limit) throws(SocketError) {
+        let outcome = turn.acquire(until: limit.end)
+        if outcome != .granted { throw limit.turnError(outcome, operation, address: peer) }
+    }
+
+    /// What a handshake answer means; the engine failed if it throws.
+    func handshakeStep(_ code: Int32) throws(SocketError) -> HandshakeStep {
+        switch Int(code) {
+        case CSTLS_OK:
+            engine.withLock { e in
+                e.handshakeDone = true
+                keepSession(e)  // TLS 1.2 has it now
+            }
+            return .done
+        case CSTLS_WANT_READ: return .needInput
+        case CSTLS_WANT_WRITE: return .again
+        default: throw engineFailure(code, .handshake)
+        }
+    }
+
+    func feedHandshake(_ n: Int) throws(SocketError) {
+        if n == 0 {
+            throw SocketError(.endOfStream, .handshake, address: peer,
+                              detail: "the peer closed the connection during the handshake")
+        }
+        feed(n)
+    }
+
+    /// Reads plaintext from the engine: what it means, and whether it made ciphertext to send.
+    func read(into plain: UnsafeMutableRawBufferPointer) -> (Result<ReadStep, SocketError>, outgoing: Bool) {
+        let (code, count, outgoing) = engine.withLock { e in
+            var count: Int32 = 0
+            let code = cstls_read(e.raw, plain.baseAddress, Int32(clamping: plain.count), &count)
+            keepSession(e)  // TLS 1.3 tickets come after the handshake
+            return (code, Int(count), Self.hasOutgoing(e))
+        }
+        switch Int(code) {
+        case CSTLS_OK: return (.success(.data(count)), outgoing)
+        case CSTLS_ZERO_RETURN: return (.success(.end), outgoing)
+        case CSTLS_WANT_READ, CSTLS_WANT_WRITE: return (.success(.needInput), outgoing)
+        default:
+            let failure = engineFailure(code, .receive)
+            if failure.kind == .tlsProtocol && failure.detail?.contains("unexpected eof") == true {
+                return (.success(.end), outgoing)
+            }
+            return (.failure(failure), outgoing)
+        }
+    }
+
+    /// Feeds the engine the `n` bytes just received into `cipher` (0: the end of the stream).
+    func feed(_ n: Int) {
+        engine.withLock { e in
+            if n == 0 {
+                cstls_feed_eof(e.raw)
+            } else {
+                _ = cipher.withUnsafeBytes { cstls_feed(e.raw, $0.baseAddress, Int32(n)) }
+            }
+        }
+    }
+
+    /// Hands the engine the next piece of `plain` from `offset`; the offset after it.
+    func encrypt(_ plain: [UInt8], from offset: Int) throws(SocketError) -> Int {
+        let end = min(plain.count, offset + Self.sendPiece)
+        let code = engine.withLock { e in
+            var count: Int32 = 0
+            return plain.withUnsafeBytes { all in
+                cstls_write(e.raw, all.baseAddress! + offset, Int32(end - offset), &count)
+            }
+        }
+        if Int(code) != CSTLS_OK { throw engineFailure(code, .sendAll) }
+        return end
+    }
+
+    /// A send's error, with how much of the caller's data TLS took.
+    func sendError(_ error: SocketError, taken: Int) -> SocketError {
+        guard taken > 0 else { return error }
+        let said = "TLS took \(taken == 1 ? "1 byte" : "\(taken) bytes"); what it made of them and could not send yet goes first with the next send"
+        return error.withCount(taken, detail: error.detail.map { "\(said): \($0)" } ?? said)
+    }
+
+    /// `close_notify` into the engine, once; whether it made ciphertext to send.
+    func closeNotify() throws(SocketError) -> Bool {
+        try engine.withLock { e throws(SocketError) -> Bool in
+            guard !e.sentClose else { return false }
+            e.sentClose = true
+            let code = cstls_shutdown(e.raw)
+            if Int(code) != CSTLS_OK { throw SocketError(.tlsProtocol, .shutdown, detail: "SSL_shutdown failed (\(code))") }
+            return Self.hasOutgoing(e)
+        }
+    }
+
+    /// Sends what the engine has made, after anything queued, in order, holding the send turn
+    /// (blocking); a timed-out send keeps the rest queued.
+    func flush(_ limit: Limit) throws(SocketError) {
+        try take(sending, .send, limit)
+        defer { sending.release() }
+        engine.withLock { e in Self.drain(e, into: &queued) }
+        guard !queued.isEmpty else { return }
         do throws(SocketError) {
-            try socket.sendAll(queued, deadline: deadline)
+            try socket.sendAll(queued, deadline: limit.end)
             queued.removeAll(keepingCapacity: true)
         } catch {
             queued.removeFirst(min(error.bytesTransferred ?? 0, queued.count))
@@ -325,16 +538,27 @@ public final class TLSSocket: @unchecked Sendable {
         }
     }
 
-    private static func takeOutgoing(_ e: Engine) -> [UInt8] {
+    static func hasOutgoing(_ e: Engine) -> Bool { cstls_outgoing(e.raw) > 0 }
+
+    /// Appends the engine's ciphertext to `queue`.
+    static func drain(_ e: Engine, into queue: inout [UInt8]) {
         let pending = Int(cstls_outgoing(e.raw))
-        guard pending > 0 else { return [] }
-        var bytes = [UInt8](repeating: 0, count: pending)
-        let n = bytes.withUnsafeMutableBytes { Int(cstls_take(e.raw, $0.baseAddress, Int32(pending))) }
-        return Array(bytes[..<max(0, n)])
+        guard pending > 0 else { return }
+        let old = queue.count
+        queue.append(contentsOf: repeatElement(0, count: pending))
+        let n = queue.withUnsafeMutableBytes { Int(cstls_take(e.raw, $0.baseAddress! + old, Int32(pending))) }
+        queue.removeLast(pending - max(0, n))
+    }
+
+    /// Keeps the session the engine has just been given, for the next connection (clients
+    /// that resume only). Under the engine lock.
+    func keepSession(_ e: Engine) {
+        guard let sessionKey, let session = cstls_take_session(e.raw) else { return }
+        configuration.sessions.keep(TLSConfiguration.Session(session), for: sessionKey)
     }
 
     /// What a failed engine call means, in the library's vocabulary.
-    private func engineFailure(_ code: Int32, _ operation: SocketError.Operation) -> SocketError {
+    func engineFailure(_ code: Int32, _ operation: SocketError.Operation) -> SocketError {
         let verify = engine.withLock { cstls_verify_result($0.raw) }
         let error = OpenSSL.takeError()
         if verify != 0 {
@@ -368,41 +592,4 @@ public final class TLSSocket: @unchecked Sendable {
         if let name = tls13[alert] { return name }
         return String(cString: cstls_alert_text(alert))
     }
-
-    /// A wait's error as the handshake's: `handshake with HOST timed out after 5s` (the
-    /// limit the user gave), the rest renamed.
-    private func asHandshake(
-        _ error: SocketError, start: ContinuousClock.Instant, userTimeout: SocketTimeout, userDeadline: ContinuousClock.Instant?
-    ) -> SocketError {
-        guard error.operation != .handshake else { return error }
-        let address = error.address ?? peer
-        if error.kind == .timedOut {
-            let (allowed, cause) = userTimeout.limit(from: start, deadline: userDeadline)
-            return SocketError(timedOut: .handshake, after: allowed, cause, address: address)
-        }
-        return SocketError(error.kind, .handshake, address: address, errno: error.errno, detail: error.detail)
-    }
-}
-
-/// A mutex that may be held across a blocking send (`pthread_mutex_t`, which ThreadSanitizer
-/// sees), with a try-lock for `close()`, which must never wait for a sender.
-final class SendLock: @unchecked Sendable {
-    // @unchecked Sendable is safe: the mutex is allocated once, never moves, and is only
-    // used through pthread_mutex_* calls, which are thread-safe.
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-
-    init() {
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-
-    func lock() { pthread_mutex_lock(mutex) }
-    func unlock() { pthread_mutex_unlock(mutex) }
-    func tryLock() -> Bool { pthread_mutex_trylock(mutex) == 0 }
 }

@@ -59,6 +59,15 @@ int cstls_take(void *ssl, void *buffer, int length);
 /// End of stream from the peer (the input BIO then reads EOF).
 void cstls_feed_eof(void *ssl);
 
+/// Session resumption (client): a context that keeps each connection's newest session; take
+/// it (NULL: none new; the caller then owns it and frees it with cstls_session_free), offer
+/// one to a connection before its handshake, and ask whether the handshake resumed.
+void cstls_ctx_resume(void *ctx);
+void *cstls_take_session(void *ssl);
+void cstls_set_session(void *ssl, void *session);
+void cstls_session_free(void *session);
+int cstls_resumed(void *ssl);
+
 /// After a failure: the certificate verification result (0: ok) and its text.
 long cstls_verify_result(void *ssl);
 const char *cstls_verify_text(long result);

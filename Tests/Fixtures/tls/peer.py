@@ -4,6 +4,10 @@ peer.py MODE [ARGS]: prints the port it listens on (server modes) as its first l
 one connection, and exits; every wait is bounded (the test also runs it under `timeout`).
   echo CERT KEY [CLIENT_CA]  TLS server: echoes what it reads until EOF (requires a client
                              certificate signed by CLIENT_CA when given)
+  echoes N CERT KEY [1.2]    the same, for N connections one after another, with one context
+                             (so that a client can resume the session the first one gave);
+                             prints "full"/"resumed", the TLS version and the SNI name sent
+                             for each; with 1.2, TLS 1.2 at most
   client PORT CA             TLS client of our server: sends b"ping", prints what comes back
   silent                     accepts, reads, never answers
   http                       answers whatever comes with an HTTP/1.1 400 and closes
@@ -54,6 +58,28 @@ def main():
                 print(s.recv(100).decode(), flush=True)
         return
     server = listen()
+    if mode == "echoes":
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args[1], args[2])
+        if len(args) > 3 and args[3] == "1.2":
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        names = []
+        ctx.sni_callback = lambda s, name, c: names.append(name)
+        for _ in range(int(args[0])):
+            conn, _ = server.accept()
+            conn.settimeout(20)
+            names.clear()
+            try:
+                with ctx.wrap_socket(conn, server_side=True) as s:
+                    print("resumed" if s.session_reused else "full", s.version(), names[0] if names else None, flush=True)
+                    while True:
+                        data = s.recv(65536)
+                        if not data:
+                            break
+                        s.sendall(data)
+            except (ssl.SSLError, OSError) as e:
+                print("server:", e, file=sys.stderr, flush=True)
+        return
     conn, _ = server.accept()
     conn.settimeout(20)
     if mode == "echo":
