@@ -12,7 +12,7 @@
 /// library's time rules — ``Socket``, and `TLSSocket` (SocketsTLS).
 public protocol ByteReceiver: AnyObject, Sendable {
     /// Receives up to `buffer.count` bytes into `buffer`; 0 means the end of the stream. As
-    /// ``Socket/receive(into:deadline:)``: at most the timeout per call, not past `deadline`.
+    /// ``Socket/receive(into:deadline:)-9lvl2``: at most the timeout per call, not past `deadline`.
     func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant?) throws(SocketError) -> Int
     /// The async form; `buffer` must stay valid until it returns.
     nonisolated(nonsending) func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant?) async throws(SocketError) -> Int
