@@ -19,6 +19,7 @@
 #define SSL_VERIFY_FAIL_IF_NO_PEER_CERT 2
 #define BIO_CTRL_PENDING 10
 #define BIO_C_SET_BUF_MEM_EOF_RETURN 130
+#define SSL_OP_IGNORE_UNEXPECTED_EOF ((uint64_t)1 << 7)
 #define SSL_CTRL_SET_SESS_CACHE_MODE 44
 #define SSL_SESS_CACHE_CLIENT 0x0001
 #define SSL_SESS_CACHE_SERVER 0x0002
@@ -39,6 +40,7 @@ static struct {
     SSL_CTX *(*SSL_CTX_new)(const SSL_METHOD *);
     void (*SSL_CTX_free)(SSL_CTX *);
     long (*SSL_CTX_ctrl)(SSL_CTX *, int, long, void *);
+    uint64_t (*SSL_CTX_set_options)(SSL_CTX *, uint64_t);
     int (*SSL_CTX_set_default_verify_paths)(SSL_CTX *);
     int (*SSL_CTX_load_verify_locations)(SSL_CTX *, const char *, const char *);
     int (*SSL_CTX_use_certificate_chain_file)(SSL_CTX *, const char *);
@@ -107,6 +109,7 @@ static void load(void) {
     BIND(ssl, SSL_CTX_new);
     BIND(ssl, SSL_CTX_free);
     BIND(ssl, SSL_CTX_ctrl);
+    BIND(ssl, SSL_CTX_set_options);
     BIND(ssl, SSL_CTX_set_default_verify_paths);
     BIND(ssl, SSL_CTX_load_verify_locations);
     BIND(ssl, SSL_CTX_use_certificate_chain_file);
@@ -171,6 +174,10 @@ void *cstls_ctx_new(int server, int verify) {
     SSL_CTX *ctx = f.SSL_CTX_new(f.TLS_method());
     if (!ctx) return NULL;
     f.SSL_CTX_ctrl(ctx, SSL_CTRL_SET_MIN_PROTO_VERSION, TLS1_2_VERSION, NULL);
+    // A peer that closes without close_notify ends the stream, as the Swift side treats it
+    // (Python's default too). Without this, OpenSSL takes it for a fatal error and marks the
+    // session unresumable: every http.server-style peer would cost a full handshake.
+    f.SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
     int mode = verify == 0 ? SSL_VERIFY_NONE
              : verify == 1 ? SSL_VERIFY_PEER : (SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT);
     f.SSL_CTX_set_verify(ctx, mode, NULL);

@@ -471,12 +471,8 @@ extension TLSSocket {
         case CSTLS_OK: return (.success(.data(count)), outgoing)
         case CSTLS_ZERO_RETURN: return (.success(.end), outgoing)
         case CSTLS_WANT_READ, CSTLS_WANT_WRITE: return (.success(.needInput), outgoing)
-        default:
-            let failure = engineFailure(code, .receive)
-            if failure.kind == .tlsProtocol && failure.detail?.contains("unexpected eof") == true {
-                return (.success(.end), outgoing)
-            }
-            return (.failure(failure), outgoing)
+        default:  // (an end without close_notify is CSTLS_ZERO_RETURN: SSL_OP_IGNORE_UNEXPECTED_EOF)
+            return (.failure(engineFailure(code, .receive)), outgoing)
         }
     }
 

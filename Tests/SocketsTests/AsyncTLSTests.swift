@@ -36,6 +36,24 @@ struct AsyncTLSTests {
         #expect(peer.finish() == 0)
     }
 
+    @Test("a server that ends without close_notify (as http.server does): the end of stream, and the session still resumes")
+    func resumptionAfterTruncatedEnd() throws {
+        let peer = try TLSPeer(["replies", "2", tlsFixture("good.pem"), tlsFixture("good.key")])
+        let port = try peer.port()
+        let configuration = try trustingTestCA()
+        for (round, expected) in [(1, "full"), (2, "resumed")] {
+            let tls = try TLSSocket.connect(to: "127.0.0.1:\(port)", configuration: configuration, serverName: "localhost",
+                                            timeout: try .after(.seconds(5)))
+            try tls.sendAll([UInt8(round)])
+            #expect(try tls.receive(upTo: 10) == [UInt8(round)])
+            #expect(try tls.receive(upTo: 10) == [], "the end of the stream, though without close_notify")
+            #expect(tls.isResumed == (round == 2), "round \(round)")
+            tls.close()
+            #expect(try peer.line() == expected, "round \(round): the server's view")
+        }
+        #expect(peer.finish() == 0)
+    }
+
     @Test("TLS 1.2 resumes too; a numeric address is verified against the certificate's IP names and sent no SNI")
     func tls12AndNumericAddress() async throws {
         let peer = try TLSPeer(["echoes", "3", tlsFixture("good.pem"), tlsFixture("good.key"), "1.2"])

@@ -8,6 +8,8 @@ one connection, and exits; every wait is bounded (the test also runs it under `t
                              (so that a client can resume the session the first one gave);
                              prints "full"/"resumed", the TLS version and the SNI name sent
                              for each; with 1.2, TLS 1.2 at most
+  replies N CERT KEY         N connections: reads one message, sends it back and closes without
+                             close_notify (as http.server does); prints "full"/"resumed" each
   client PORT CA             TLS client of our server: sends b"ping", prints what comes back
   silent                     accepts, reads, never answers
   http                       answers whatever comes with an HTTP/1.1 400 and closes
@@ -77,6 +79,21 @@ def main():
                         if not data:
                             break
                         s.sendall(data)
+            except (ssl.SSLError, OSError) as e:
+                print("server:", e, file=sys.stderr, flush=True)
+        return
+    if mode == "replies":
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args[1], args[2])
+        for _ in range(int(args[0])):
+            conn, _ = server.accept()
+            conn.settimeout(20)
+            try:
+                s = ctx.wrap_socket(conn, server_side=True)
+                print("resumed" if s.session_reused else "full", flush=True)
+                s.sendall(s.recv(65536))
+                s.shutdown(socket.SHUT_WR)  # a TCP FIN, no close_notify
+                s.close()
             except (ssl.SSLError, OSError) as e:
                 print("server:", e, file=sys.stderr, flush=True)
         return
