@@ -279,10 +279,11 @@ public final class TLSSocket: @unchecked Sendable {
             }
             // Read away what has come and was never read (TLS 1.3 session tickets, most
             // often): a close(2) with unread data sends a reset, and the peer may then lose
-            // what we sent last.
+            // what we sent last. A read that does not fill the buffer has emptied the queue:
+            // no further read to see EAGAIN (one system call less per connection).
             var sink = [UInt8](repeating: 0, count: 16_384)
             for _ in 0..<64 {
-                guard let n = try? socket.receive(into: &sink), n > 0 else { break }
+                guard let n = try? socket.receive(into: &sink), n == sink.count else { break }
             }
         }
         socket.close()
