@@ -8,7 +8,8 @@
 // libssl-dev): the few prototypes and constants are declared here, OpenSSL 3's stable ABI.
 //
 //   ctls server tls-handshake MODE       prints "PORT n"; serves handshakes one at a time
-//   ctls server tls-bulk MODE            one connection: reads the length-prefixed stream, acks
+//   ctls server tls-bulk MODE            one connection: reads the length-prefixed stream, acks;
+//                                        prints its CPU time when the client has closed
 //   ctls server tls-drip DELAY_MS        a peer that drips a handshake: reads the ClientHello,
 //                                        then sends a record header and its body a byte every
 //                                        DELAY_MS (a thread per connection)
@@ -334,8 +335,10 @@ static void server(const char *workload, const char *mode) {
         if (header == 8 && got >= total) break;
     }
     if (write_all(ssl, c, "k", 1, -1) != DONE) die("ack");
+    double cpu = cpu_us();
     while (read_some(ssl, c, plain, sizeof plain, -1) > 0) {}
     finish(ssl, c, 1);
+    printf("{\"server_cpu_s\": %.3f}\n", cpu / 1e6);
     exit(0);
 }
 
@@ -376,7 +379,7 @@ static void client(const char *workload, int port, long count, const char *mode,
         char ack;
         if (read_some(ssl, fd, &ack, 1, -1) != 1 || ack != 'k') { fprintf(stderr, "no ack\n"); exit(2); }
         double gbps = sent / ((now_ns() - start) / 1e9) / 1e9;
-        printf("{\"gbps\": %.3f}\n", gbps);
+        printf("{\"gbps\": %.3f, \"cpu_s\": %.3f}\n", gbps, cpu_us() / 1e6);
         fprintf(stderr, "%s %s\n", SSL_get_version(ssl), SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)));
         finish(ssl, fd, 1);
     } else if (strcmp(workload, "tls-late") == 0) {

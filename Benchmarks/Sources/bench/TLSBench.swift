@@ -89,8 +89,10 @@ enum TLSBench {
                 if header.count == 8 && got >= Int(header.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }) { break }
             }
             must { try tls.sendAll([107]) }
+            let cpu = cpuMicroseconds()
             while (try? tls.receive(upTo: 1024))?.isEmpty == false {}
             tls.close()
+            report([("server_cpu_s", cpu / 1e6)])
             exit(0)
         default:
             fail("unknown workload \(workload)")
@@ -148,7 +150,7 @@ enum TLSBench {
             sent += chunk.count
         }
         guard must({ try tls.receive(upTo: 1) }) == [107] else { fail("no ack") }
-        report([("gbps", Double(sent) / seconds(since: start) / 1e9)])
+        report([("gbps", Double(sent) / seconds(since: start) / 1e9), ("cpu_s", cpuMicroseconds() / 1e6)])
         tls.close()
     }
 
