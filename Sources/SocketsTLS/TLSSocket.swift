@@ -198,21 +198,28 @@ public final class TLSSocket: @unchecked Sendable {
     public func receive(upTo maxCount: Int, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> [UInt8] {
         guard maxCount > 0 else { return [] }
         let end = callEnd(deadline)
-        var plain = [UInt8](repeating: 0, count: maxCount)
-        var cipher = [UInt8](repeating: 0, count: 17_408)
+        // Neither buffer is zeroed first: the engine and recv write what is read.
+        var cipher: [UInt8] = []
         while true {
-            let (code, count, outgoing) = engine.withLock { e in
-                var count: Int32 = 0
-                let code = plain.withUnsafeMutableBytes { cstls_read(e.raw, $0.baseAddress, Int32(maxCount), &count) }
-                return (code, Int(count), Self.takeOutgoing(e))
+            var code: Int32 = 0
+            var outgoing: [UInt8] = []
+            let plain = [UInt8](unsafeUninitializedCapacity: maxCount) { storage, count in
+                engine.withLock { e in
+                    var n: Int32 = 0
+                    code = cstls_read(e.raw, storage.baseAddress, Int32(maxCount), &n)
+                    count = code == CSTLS_OK ? Int(n) : 0
+                    outgoing = Self.takeOutgoing(e)
+                }
             }
             if !outgoing.isEmpty { try send(outgoing, deadline: end) }  // a post-handshake reply (key update)
             switch Int(code) {
             case CSTLS_OK:
-                return Array(plain[..<count])
+                return plain
             case CSTLS_ZERO_RETURN:
                 return []
             case CSTLS_WANT_READ:
+                // Up to four full records at once: the next calls find them in the engine.
+                if cipher.isEmpty { cipher = [UInt8](unsafeUninitializedCapacity: 65_536) { $1 = $0.count } }
                 let n = try socket.receive(into: &cipher, deadline: end)
                 engine.withLock { e in
                     if n == 0 {
@@ -316,6 +323,14 @@ public final class TLSSocket: @unchecked Sendable {
     private func send(_ bytes: [UInt8], deadline: ContinuousClock.Instant?) throws(SocketError) {
         sendLock.lock()
         defer { sendLock.unlock() }
+        if queued.isEmpty {  // the usual case: sent as made, no copy into the queue
+            do throws(SocketError) {
+                return try socket.sendAll(bytes, deadline: deadline)
+            } catch {
+                queued = Array(bytes[min(error.bytesTransferred ?? 0, bytes.count)...])
+                throw error
+            }
+        }
         queued += bytes
         do throws(SocketError) {
             try socket.sendAll(queued, deadline: deadline)
@@ -329,9 +344,7 @@ public final class TLSSocket: @unchecked Sendable {
     private static func takeOutgoing(_ e: Engine) -> [UInt8] {
         let pending = Int(cstls_outgoing(e.raw))
         guard pending > 0 else { return [] }
-        var bytes = [UInt8](repeating: 0, count: pending)
-        let n = bytes.withUnsafeMutableBytes { Int(cstls_take(e.raw, $0.baseAddress, Int32(pending))) }
-        return Array(bytes[..<max(0, n)])
+        return [UInt8](unsafeUninitializedCapacity: pending) { $1 = max(0, Int(cstls_take(e.raw, $0.baseAddress, Int32(pending)))) }
     }
 
     /// What a failed engine call means, in the library's vocabulary.
