@@ -17,6 +17,7 @@ let package = Package(
             name: "bench",
             dependencies: [
                 .product(name: "Sockets", package: "Sockets"),
+                .product(name: "SocketsTLS", package: "Sockets"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "FlyingSocks", package: "FlyingFox"),

@@ -46,6 +46,7 @@ extension TLSSocket {
         do throws(SocketError) {
             try await take(receiving, .handshake, limit)
             defer { receiving.release() }
+            var cipher: [UInt8] = []
             while true {
                 let (code, outgoing) = engine.withLock { e in (cstls_handshake(e.raw), Self.hasOutgoing(e)) }
                 if outgoing { try await flush(limit) }
@@ -53,8 +54,9 @@ extension TLSSocket {
                 case .done: return
                 case .again: continue
                 case .needInput:
+                    if cipher.isEmpty { cipher = Self.cipherBuffer() }
                     let n = try await socket.receive(into: &cipher, deadline: limit.end)
-                    try feedHandshake(n)
+                    try feedHandshake(cipher, n)
                 }
             }
         } catch {
@@ -69,7 +71,7 @@ extension TLSSocket {
     /// - Throws: ``SocketError`` — as the blocking form, and `.cancelled`.
     public nonisolated(nonsending) func receive(upTo maxCount: Int, deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> [UInt8] {
         guard maxCount > 0 else { return [] }
-        var plain = [UInt8](repeating: 0, count: maxCount)
+        var plain = Self.uninitialized(maxCount)
         let count = try await receive(Limit(start: .now, timeout: socket.timeout, deadline: deadline)) {
             plain.withUnsafeMutableBytes { read(into: $0) }
         }
@@ -94,6 +96,7 @@ extension TLSSocket {
             try checkReady(.receive)
             try await take(receiving, .receive, limit)
             defer { receiving.release() }
+            var cipher: [UInt8] = []
             while true {
                 let (step, outgoing) = read()
                 if outgoing { try await flush(limit) }
@@ -101,8 +104,9 @@ extension TLSSocket {
                 case .data(let count): return count
                 case .end: return 0
                 case .needInput:
+                    if cipher.isEmpty { cipher = Self.cipherBuffer() }
                     let n = try await socket.receive(into: &cipher, deadline: limit.end)
-                    feed(n)
+                    feed(cipher, n)
                 }
             }
         } catch {

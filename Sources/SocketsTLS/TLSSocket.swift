@@ -50,9 +50,8 @@ import Sockets
 /// ``SocketError/Kind/cancelled``.
 public final class TLSSocket: @unchecked Sendable {
     // @unchecked Sendable is safe: the engine is reached only under `engine`'s lock; `queued`
-    // only by the holder of the `sending` turn and `cipher` only by the holder of the
-    // `receiving` turn (Turn hands over through its lock, which orders the accesses); the
-    // other stored properties never change.
+    // only by the holder of the `sending` turn (Turn hands over through its lock, which
+    // orders the accesses); the other stored properties never change.
 
     /// The connection underneath. Its ``Socket/timeout`` applies to TLS calls as to its own;
     /// do not send or receive on it directly once TLS has begun.
@@ -69,11 +68,10 @@ public final class TLSSocket: @unchecked Sendable {
     /// Ciphertext made but not yet sent (a timed-out send's rest): sent first by the next
     /// send. Only while holding `sending`.
     var queued: [UInt8] = []
-    /// Ciphertext read from the socket, fed to the engine. Only while holding `receiving`.
-    var cipher = [UInt8](repeating: 0, count: TLSSocket.recordSpace)
-
-    /// One TLS record and its overhead: what a receive from the socket asks for.
-    static let recordSpace = 17_408
+    /// How much ciphertext one receive from the socket may take: four whole records, which
+    /// the next reads then find in the engine. A call's own buffer, never kept: an idle
+    /// connection holds none.
+    static let cipherSpace = 65_536
     /// The plaintext handed to the engine at once by sendAll: 8 records. A larger send is
     /// encrypted and sent in pieces of this size, so its ciphertext never sits whole in memory.
     static let sendPiece = 131_072
@@ -186,6 +184,7 @@ public final class TLSSocket: @unchecked Sendable {
         do throws(SocketError) {
             try take(receiving, .handshake, limit)
             defer { receiving.release() }
+            var cipher: [UInt8] = []
             while true {
                 let (code, outgoing) = engine.withLock { e in (cstls_handshake(e.raw), Self.hasOutgoing(e)) }
                 if outgoing { try flush(limit) }
@@ -193,8 +192,9 @@ public final class TLSSocket: @unchecked Sendable {
                 case .done: return
                 case .again: continue
                 case .needInput:
+                    if cipher.isEmpty { cipher = Self.cipherBuffer() }
                     let n = try socket.receive(into: &cipher, deadline: limit.end)
-                    try feedHandshake(n)
+                    try feedHandshake(cipher, n)
                 }
             }
         } catch {
@@ -214,7 +214,7 @@ public final class TLSSocket: @unchecked Sendable {
     ///   `certificate required`), `.tlsProtocol`; `.invalidArgument` before the handshake.
     public func receive(upTo maxCount: Int, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> [UInt8] {
         guard maxCount > 0 else { return [] }
-        var plain = [UInt8](repeating: 0, count: maxCount)
+        var plain = Self.uninitialized(maxCount)
         let count = try receive(Limit(start: .now, timeout: socket.timeout, deadline: deadline)) {
             plain.withUnsafeMutableBytes { read(into: $0) }
         }
@@ -237,6 +237,7 @@ public final class TLSSocket: @unchecked Sendable {
             try checkReady(.receive)
             try take(receiving, .receive, limit)
             defer { receiving.release() }
+            var cipher: [UInt8] = []
             while true {
                 let (step, outgoing) = read()
                 if outgoing { try flush(limit) }  // a post-handshake reply (key update)
@@ -244,8 +245,9 @@ public final class TLSSocket: @unchecked Sendable {
                 case .data(let count): return count
                 case .end: return 0
                 case .needInput:
+                    if cipher.isEmpty { cipher = Self.cipherBuffer() }
                     let n = try socket.receive(into: &cipher, deadline: limit.end)
-                    feed(n)
+                    feed(cipher, n)
                 }
             }
         } catch {
@@ -325,11 +327,11 @@ public final class TLSSocket: @unchecked Sendable {
             // often): a close(2) with unread data sends a reset, and the peer may then lose
             // what we sent last. Not while a receive is under way: close() ends it.
             if receiving.tryAcquire() {
-                for _ in 0..<64 {
-                    let n = try? socket.withUnsafeDescriptor { fd in
-                        cipher.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, CInt(MSG_DONTWAIT)) }
+                withUnsafeTemporaryAllocation(byteCount: 16_384, alignment: 16) { sink in
+                    for _ in 0..<64 {  // until a read does not fill the sink: nothing more is there
+                        let n = try? socket.withUnsafeDescriptor { fd in recv(fd, sink.baseAddress, sink.count, CInt(MSG_DONTWAIT)) }
+                        guard let n, n == sink.count else { break }
                     }
-                    guard let n, n > 0 else { break }
                 }
                 receiving.release()
             }
@@ -451,12 +453,12 @@ extension TLSSocket {
         }
     }
 
-    func feedHandshake(_ n: Int) throws(SocketError) {
+    func feedHandshake(_ cipher: [UInt8], _ n: Int) throws(SocketError) {
         if n == 0 {
             throw SocketError(.endOfStream, .handshake, address: peer,
                               detail: "the peer closed the connection during the handshake")
         }
-        feed(n)
+        feed(cipher, n)
     }
 
     /// Reads plaintext from the engine: what it means, and whether it made ciphertext to send.
@@ -476,8 +478,16 @@ extension TLSSocket {
         }
     }
 
-    /// Feeds the engine the `n` bytes just received into `cipher` (0: the end of the stream).
-    func feed(_ n: Int) {
+    /// A buffer for ciphertext from the socket, not zeroed first (recv writes what it reads).
+    static func cipherBuffer() -> [UInt8] { uninitialized(cipherSpace) }
+
+    /// `count` bytes for a call to write into: not zeroed, as `Socket.receive(upTo:)` does.
+    static func uninitialized(_ count: Int) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+    }
+
+    /// Feeds the engine the first `n` bytes of `cipher`, just received (0: the end of the stream).
+    func feed(_ cipher: [UInt8], _ n: Int) {
         engine.withLock { e in
             if n == 0 {
                 cstls_feed_eof(e.raw)

@@ -5,6 +5,7 @@
 //   bench IMPL client connect PORT COUNT [MODE]          connect, wait for the server's close, close
 //   bench sockets precision recv|accept SECONDS COUNT THREADS timeout|deadline
 //   bench sockets server|client|async ...                the async workloads (AsyncBench.swift)
+//   bench sockets server|client tls-...                 the TLS workloads (TLSBench.swift)
 //   bench echo-server nio-handlers|nio-async|flyingsocks TIMEOUT   their peers (AsyncPeers.swift)
 // IMPL: sockets (this library; MODE none | timeout | deadline), nio (SwiftNIO's NIOPosix
 // bootstraps, as NIO users write them), flyingsocks (FlyingFox's AsyncSocket).
@@ -57,6 +58,13 @@ func argument(_ index: Int, default value: String? = nil) -> String {
 func integer(_ index: Int) -> Int {
     guard let value = Int(argument(index)), value >= 0 else { fail("bad number: \(argument(index))") }
     return value
+}
+
+if implementation == "sockets" && workload.hasPrefix("tls-") {  // TLSBench.swift
+    if role == "server" { TLSBench.server(workload, mode: argument(4, default: "none")) }
+    guard role == "client" else { fail("unknown role \(role)") }
+    TLSBench.client(workload, port: integer(4), count: integer(5), mode: argument(6, default: "none"),
+                    seconds: Double(argument(7, default: "0")) ?? 0)
 }
 
 let implementations: [String: any Implementation] = [
