@@ -101,7 +101,7 @@ struct ServerTLSOptions: ParsableArguments {
     var clientAuthorities: String?
 
     @Option(name: .customLong("handshake-timeout"),
-            help: "Give up on a connection's TLS handshake after this long, on its own clock from the accept (default: the idle timeout, else none).",
+            help: "Give up on a connection's TLS handshake after this long, on its own clock from the accept (default: the idle timeout, else none); without --keep-open, exit 124.",
             transform: parseDuration)
     var handshakeTimeout: DurationArgument?
 
@@ -157,86 +157,6 @@ func serveTLS(_ connection: Socket, configuration: TLSConfiguration, limit: Sock
     } catch {
         connection.close()
         throw error
-    }
-}
-
-/// A --keep-open connection's reads: plain, or TLS after a handshake in the connection's own
-/// task (async: a client that stays silent holds up nobody else).
-enum KeepOpenConnection: Sendable {
-    case plain(Socket)
-    case tls(TLSSocket)
-
-    /// `connection` as it is, or TLS on it once its handshake is done within `limit`; the
-    /// socket's timeout (the idle timeout) is kept for what follows.
-    static func open(_ connection: Socket, configuration: TLSConfiguration?, limit: SocketTimeout) async throws(SocketError) -> KeepOpenConnection {
-        guard let configuration else { return .plain(connection) }
-        let idle = connection.timeout
-        let tls = try TLSSocket(serving: connection, configuration: configuration)
-        connection.timeout = limit
-        try await tls.handshake()
-        connection.timeout = idle
-        return .tls(tls)
-    }
-
-    func receive(upTo maxCount: Int) async throws(SocketError) -> [UInt8] {
-        switch self {
-        case .plain(let socket): try await socket.receive(upTo: maxCount)
-        case .tls(let tls): try await tls.receive(upTo: maxCount)
-        }
-    }
-
-    /// For TLS, a `close_notify` if it can go at once (the server closes the socket anyway).
-    func close() {
-        if case .tls(let tls) = self { tls.close() }
-    }
-}
-
-/// What `Relay` sends on and receives from: a socket, or TLS over one.
-enum RelayConnection: Sendable {
-    case plain(Socket)
-    case tls(TLSSocket)
-
-    /// The socket underneath (addresses, `SIOCOUTQ`, its type).
-    var socket: Socket {
-        switch self {
-        case .plain(let socket): socket
-        case .tls(let tls): tls.socket
-        }
-    }
-
-    /// Sends some of `bytes` (a socket), or all of them (TLS: a record is all or nothing to
-    /// the caller); the count sent.
-    func send(_ bytes: ArraySlice<UInt8>) throws(SocketError) -> Int {
-        switch self {
-        case .plain(let socket):
-            return try socket.send(bytes)
-        case .tls(let tls):
-            try tls.sendAll(bytes)
-            return bytes.count
-        }
-    }
-
-    func receive(upTo maxCount: Int) throws(SocketError) -> [UInt8] {
-        switch self {
-        case .plain(let socket): try socket.receive(upTo: maxCount)
-        case .tls(let tls): try tls.receive(upTo: maxCount)
-        }
-    }
-
-    /// The half-close: a TCP FIN, or for TLS `close_notify` and then the FIN.
-    func shutdownWrite() throws(SocketError) {
-        switch self {
-        case .plain(let socket): try socket.shutdown(.write)
-        case .tls(let tls): try tls.shutdown(.write)
-        }
-    }
-
-    /// Ends every wait on it, from any thread.
-    func close() {
-        switch self {
-        case .plain(let socket): socket.close()
-        case .tls(let tls): tls.close()
-        }
     }
 }
 
