@@ -435,11 +435,12 @@ extension TLSSocket {
 
     /// Reads plaintext from the engine: what it means, and whether it made ciphertext to send.
     func read(into plain: inout [UInt8]) -> (Result<ReadStep, SocketError>, outgoing: Bool) {
-        let (code, count, outgoing) = engine.withLock { e in
+        let (code, count, outgoing, queuedBefore) = engine.withLock { e in
             var count: Int32 = 0
+            let queuedBefore = Self.hasOutgoing(e)
             let code = plain.withUnsafeMutableBytes { cstls_read(e.raw, $0.baseAddress, Int32($0.count), &count) }
             keepSession(e)  // TLS 1.3 tickets come after the handshake
-            return (code, Int(count), Self.hasOutgoing(e))
+            return (code, Int(count), Self.hasOutgoing(e), queuedBefore)
         }
         switch Int(code) {
         case CSTLS_OK: return (.success(.data(count)), outgoing)
@@ -448,8 +449,17 @@ extension TLSSocket {
         default:
             let failure = engineFailure(code, .receive)
             if failure.kind == .tlsProtocol && failure.detail?.contains("unexpected eof") == true {
-                engine.withLock { $0.endedWithoutCloseNotify = true }
-                return (.success(.end), outgoing)
+                // OpenSSL made a fatal 'decode error' alert of it; taken as the end, the
+                // peer (which may still be reading, after a half-close) is not sent it. Only
+                // this read's bytes are dropped: after the failure the engine makes no more.
+                let dropped = engine.withLock { e -> Bool in
+                    e.endedWithoutCloseNotify = true
+                    guard !queuedBefore else { return false }
+                    var alert: [UInt8] = []
+                    Self.drain(e, into: &alert)
+                    return true
+                }
+                return (.success(.end), outgoing && !dropped)
             }
             return (.failure(failure), outgoing)
         }
