@@ -33,6 +33,8 @@ let package = Package(
             name: "sock",
             dependencies: [
                 "Sockets",
+                // --tls; OpenSSL is loaded only by the first TLS call, so plain sessions never load it.
+                "SocketsTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

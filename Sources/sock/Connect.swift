@@ -41,19 +41,29 @@ struct Connect: ParsableCommand {
 
     @OptionGroup var session: SessionOptions
 
+    @OptionGroup(title: "TLS") var tls: ClientTLSOptions
+
     func validate() throws {
         try session.validate(endpoint: endpoint)
+        try tls.validate(endpoint: endpoint, udp: session.udp)
     }
 
     func run() throws {
-        let socket: Socket
+        let connection: RelayConnection
         let limit = (connectTimeout ?? timeout)?.timeout ?? .never
         do throws(SocketError) {
-            socket = try dial(timeout: limit)
+            let configuration = try tls.configuration()  // before connecting: bad files are bad input
+            let socket = try dial(timeout: limit)
+            connection = if let configuration {
+                .tls(try tls.handshake(over: socket, configuration: configuration, endpoint: endpoint,
+                                       limit: tls.handshakeTimeout?.timeout ?? limit, verbose: session.verbose))
+            } else {
+                .plain(socket)
+            }
         } catch {
             throw Exit.report(error)
         }
-        let code = Relay(socket: socket, rules: session.rules(.client, timeout: timeout)).run()
+        let code = Relay(connection: connection, rules: session.rules(.client, timeout: timeout)).run()
         if code != .success { throw code }
     }
 

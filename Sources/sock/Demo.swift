@@ -30,7 +30,7 @@ struct Demo: ParsableCommand {
     func run() throws {
         let timeout = self.timeout?.timeout ?? (try! SocketTimeout.after(.milliseconds(500)))  // a valid constant
         let t = timeout.duration!  // parseDuration only makes timed values
-        printOut("sock demo: accept and connect timeouts on \(systemName()), loopback, timeout \(timeout)")
+        printOut("sock demo: accept, connect and TLS handshake timeouts on \(systemName()), loopback, timeout \(timeout)")
         printOut("")
         let columns = [3, 50, 28]
         printRow(["#", "Scenario", "Tutorials say", "What happened here", "Elapsed"], columns)
@@ -38,7 +38,7 @@ struct Demo: ParsableCommand {
         do throws(SocketError) {
             let scenarios = Scenarios(t: t, timeout: timeout, port: port)
             for play in [scenarios.one, scenarios.two, scenarios.threeA, scenarios.threeB,
-                         scenarios.four, scenarios.five, scenarios.six] {
+                         scenarios.four, scenarios.five, scenarios.six, scenarios.sevenA, scenarios.sevenB] {
                 let row = try play()
                 printRow([row.number, row.scenario, row.claim, row.outcome, formatElapsed(row.elapsed)], columns)
             }
@@ -49,7 +49,8 @@ struct Demo: ParsableCommand {
         printOut("Refused is not timed out: on Linux a port with nothing listening answers at once with")
         printOut("RST, whatever the timeout. A connect times out only when nobody answers at all (here: a")
         printOut("full accept queue, where the kernel drops the SYN). A default timeout applies only to")
-        printOut("sockets created after it is set.")
+        printOut("sockets created after it is set. A TLS handshake has one limit in all (7a): a timeout")
+        printOut("per wait (7b) never fires against a peer that sends its part a byte at a time.")
     }
 
     private func printRow(_ cells: [String], _ widths: [Int]) {
@@ -93,14 +94,14 @@ struct Scenarios {
     }
 
     /// A server listening on the scenario port with `backlog`.
-    private func listening(backlog: Int = 128) throws(SocketError) -> Socket {
+    func listening(backlog: Int = 128) throws(SocketError) -> Socket {
         let server = try boundOnly()
         try server.listen(backlog: backlog)
         return server
     }
 
     /// Times `body`.
-    private func timed<R>(_ body: () throws(SocketError) -> R) -> (Duration, Result<R, SocketError>) {
+    func timed<R>(_ body: () throws(SocketError) -> R) -> (Duration, Result<R, SocketError>) {
         let start = ContinuousClock.now
         let result: Result<R, SocketError>
         do throws(SocketError) { result = .success(try body()) } catch { result = .failure(error) }
@@ -108,7 +109,7 @@ struct Scenarios {
     }
 
     /// What a connect or accept outcome means, in a few words.
-    private func describe(_ result: Result<Void, SocketError>, elapsed: Duration) -> String {
+    func describe(_ result: Result<Void, SocketError>, elapsed: Duration) -> String {
         switch result {
         case .success:
             return "connected"

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Sockets
+import SocketsTLS
 
 struct Listen: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -46,16 +47,20 @@ struct Listen: AsyncParsableCommand {
 
     @OptionGroup var session: SessionOptions
 
+    @OptionGroup(title: "TLS") var tls: ServerTLSOptions
+
     /// The idle timeout: --idle-timeout, else --timeout.
     private var idleTimeout: SocketTimeout? { (session.idleTimeout ?? timeout)?.timeout }
 
     func validate() throws {
         try session.validate(endpoint: endpoint)
         if session.udp && keepOpen { throw ValidationError("--keep-open serves stream connections: not with --udp") }
+        try tls.validate(udp: session.udp)
     }
 
     func run() async throws {
         do {
+            let tlsConfiguration = try tls.configuration()  // before listening: bad files are bad input
             let server = try makeServer()
             // Closed here, not when the last reference goes (the signal handlers hold one),
             // so that a Unix listener's socket file is gone before the process exits.
@@ -70,21 +75,27 @@ struct Listen: AsyncParsableCommand {
                 return
             }
             if keepOpen {
-                try await serve(server)
+                try await serve(server, tls: tlsConfiguration)
                 return
             }
-            try serveOne(server)
+            try serveOne(server, tls: tlsConfiguration)
         } catch let error as SocketError {
             throw Exit.report(error)
         }
     }
 
     /// One connection, relayed both ways with blocking calls on threads (Relay.swift).
-    private func serveOne(_ server: Socket) throws {
+    private func serveOne(_ server: Socket, tls configuration: TLSConfiguration?) throws {
         let (connection, peer) = try server.accept()
         server.close()
         if !session.quiet && !session.verbose { printError("connection from \(peer)") }
-        let code = Relay(socket: connection, rules: session.rules(.listener, timeout: timeout)).run()
+        let relayed: RelayConnection = if let configuration {
+            .tls(try serveTLS(connection, configuration: configuration, limit: tls.limit(idle: idleTimeout),
+                              verbose: session.verbose, peer: peer))
+        } else {
+            .plain(connection)
+        }
+        let code = Relay(connection: relayed, rules: session.rules(.listener, timeout: timeout)).run()
         if code != .success { throw code }
     }
 
@@ -120,9 +131,10 @@ struct Listen: AsyncParsableCommand {
 
     /// The --keep-open server: `Socket.serve`, a task per connection. Returns only by
     /// throwing (the accept timeout, or an error that is not about descriptors).
-    private func serve(_ server: Socket) async throws(SocketError) {
+    private func serve(_ server: Socket, tls configuration: TLSConfiguration?) async throws(SocketError) {
         let stdoutLock = NSLock()
         let verbose = session.verbose
+        let handshakeLimit = tls.limit(idle: idleTimeout)
         // The accept timeout stops accepting; the live connections finish (each still ends
         // after its idle timeout), however long that takes.
         try await server.serve(connectionTimeout: idleTimeout ?? .never, gracePeriod: .seconds(Int64.max), events: { event in
@@ -141,8 +153,10 @@ struct Listen: AsyncParsableCommand {
             var received = 0
             if verbose { printError("sock: connection from \(peer)") }
             do {
+                let stream = try await KeepOpenConnection.open(connection, configuration: configuration, limit: handshakeLimit)
+                defer { stream.close() }
                 while true {
-                    let chunk = try await connection.receive(upTo: 65_536)
+                    let chunk = try await stream.receive(upTo: 65_536)
                     if chunk.isEmpty {
                         if verbose { printError("sock: closed \(peer) after \(formatElapsed(.now - start)): received \(bytes(received))") }
                         return

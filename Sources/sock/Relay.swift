@@ -44,6 +44,8 @@ struct SessionRules: Sendable {
 /// be delivered ends the session with an error that says how much.
 final class Relay: Sendable {
     let socket: Socket
+    /// What is sent on and received from: `socket`, or TLS over it.
+    let connection: RelayConnection
     let rules: SessionRules
 
     /// Where stdin stands.
@@ -86,8 +88,13 @@ final class Relay: Sendable {
     private let changed = DispatchSemaphore(value: 0)
 
     /// `received`: bytes already received and written to stdout (a UDP listener's first datagram).
-    init(socket: Socket, rules: SessionRules, received: Int = 0) {
-        self.socket = socket
+    convenience init(socket: Socket, rules: SessionRules, received: Int = 0) {
+        self.init(connection: .plain(socket), rules: rules, received: received)
+    }
+
+    init(connection: RelayConnection, rules: SessionRules, received: Int = 0) {
+        self.connection = connection
+        self.socket = connection.socket
         self.rules = rules
         let now = ContinuousClock.now
         state = Locked(State(input: .waiting(since: now), received: received, written: received, lastActivity: now))
@@ -139,7 +146,7 @@ final class Relay: Sendable {
             }
             if let ending {
                 state.withLock { $0.ending = true }
-                socket.close()  // ends the threads' socket calls; stdin and stdout ones die with the process
+                connection.close()  // ends the threads' socket calls; stdin and stdout ones die with the process
                 if rules.verbose { printError("sock: closed \(peer) after \(formatElapsed(.now - start)): \(summary(ending))") }
                 return report(ending)
             }
@@ -225,7 +232,7 @@ final class Relay: Sendable {
             var offset = 0
             while offset < count {
                 do throws(SocketError) {
-                    let n = try socket.send(buffer[offset..<count])
+                    let n = try connection.send(buffer[offset..<count])
                     offset += n
                     state.withLock { s in
                         s.sent += n
@@ -245,7 +252,7 @@ final class Relay: Sendable {
 
     private func endOfInput() {
         if rules.shutdownAtEndOfInput && !datagrams {
-            do throws(SocketError) { try socket.shutdown(.write) } catch { return fail(.socket(error)) }
+            do throws(SocketError) { try connection.shutdownWrite() } catch { return fail(.socket(error)) }
         }
         state.withLock { $0.input = .ended(at: .now) }
         changed.signal()
@@ -256,7 +263,7 @@ final class Relay: Sendable {
         while true {
             let chunk: [UInt8]
             do throws(SocketError) {
-                chunk = try socket.receive(upTo: 65_536)
+                chunk = try connection.receive(upTo: 65_536)
             } catch {
                 return fail(.socket(error))
             }

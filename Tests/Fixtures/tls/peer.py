@@ -15,6 +15,11 @@ one connection, and exits; every wait is bounded (the test also runs it under `t
   http                       answers whatever comes with an HTTP/1.1 400 and closes
   eof                        reads the ClientHello and closes
   drip UPSTREAM DELAY_MS     relays to 127.0.0.1:UPSTREAM, the replies one byte every DELAY_MS
+  collect CERT KEY           TLS server: reads until the client's close_notify (or EOF), then
+                             sends all of it back (after the client's half-close), then
+                             close_notify; prints the count
+  tell PORT CA TEXT [CERT KEY]  TLS client of our server (with a client certificate if given):
+                             sends TEXT, then close_notify, waits for the server's, prints "told"
   half UPSTREAM COUNT        relays, but only the first COUNT bytes of the replies, then silence
 """
 import os, socket, ssl, sys, threading, time
@@ -58,6 +63,17 @@ def main():
             with ctx.wrap_socket(raw, server_hostname="localhost") as s:
                 s.sendall(b"ping")
                 print(s.recv(100).decode(), flush=True)
+        return
+    if mode == "tell":
+        port, ca, text = int(args[0]), args[1], args[2]
+        ctx = ssl.create_default_context(cafile=ca)
+        if len(args) > 4:
+            ctx.load_cert_chain(args[3], args[4])
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+            s = ctx.wrap_socket(raw, server_hostname="localhost")
+            s.sendall(text.encode())
+            s.unwrap()  # close_notify, then the server's
+        print("told", flush=True)
         return
     server = listen()
     if mode == "echoes":
@@ -112,6 +128,26 @@ def main():
                     if not data:
                         break
                     s.sendall(data)
+        except (ssl.SSLError, OSError) as e:
+            print("server:", e, file=sys.stderr, flush=True)
+    elif mode == "collect":
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args[0], args[1])
+        try:
+            s = ctx.wrap_socket(conn, server_side=True)
+            got = bytearray()
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    break
+                got += data
+            s.sendall(bytes(got))
+            print(len(got), flush=True)
+            try:
+                s.unwrap()
+            except (ssl.SSLError, OSError):
+                pass  # the client may have closed once it had everything
+            s.close()
         except (ssl.SSLError, OSError) as e:
             print("server:", e, file=sys.stderr, flush=True)
     elif mode == "silent":
