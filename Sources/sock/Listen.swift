@@ -1,5 +1,12 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import ArgumentParser
-import Foundation
+import Dispatch
 import Sockets
 
 struct Listen: AsyncParsableCommand {
@@ -121,7 +128,9 @@ struct Listen: AsyncParsableCommand {
     /// The --keep-open server: `Socket.serve`, a task per connection. Returns only by
     /// throwing (the accept timeout, or an error that is not about descriptors).
     private func serve(_ server: Socket) async throws(SocketError) {
-        let stdoutLock = NSLock()
+        // A pthread mutex (the library's lock) held across a blocking write: what a shared stdout
+        // needs, and no Foundation for it.
+        let stdoutLock = Locked(())
         let verbose = session.verbose
         // The accept timeout stops accepting; the live connections finish (each still ends
         // after its idle timeout), however long that takes.
@@ -151,7 +160,7 @@ struct Listen: AsyncParsableCommand {
                     // A write to stdout may block this reactor's thread while the reader is
                     // slow; the other connections on it wait with it, as they would for the
                     // lock of a shared stdout.
-                    stdoutLock.withLock { _ = writeAll(1, chunk) }
+                    stdoutLock.withLock { _ in _ = writeAll(1, chunk) }
                 }
             } catch {
                 printError("sock: connection from \(peer): \(error); closed")

@@ -7,7 +7,6 @@ import Darwin
 #endif
 import ArgumentParser
 import Dispatch
-import Foundation
 import Sockets
 
 /// How a relay session ends (the OpenBSD nc model; see the README's "The `sock` tool").
@@ -118,8 +117,8 @@ final class Relay: Sendable {
         socket.timeout = .never  // run() ends every wait (idle timeout, quit) by closing
         // A closed stdout is reported (how much was not written), not a silent SIGPIPE death.
         signal(SIGPIPE, SIG_IGN)
-        Thread.detachNewThread { [self] in upload() }
-        Thread.detachNewThread { [self] in download() }
+        startThread { [self] in upload() }
+        startThread { [self] in download() }
         // What the kernel still has to deliver (SIOCOUTQ): while the peer reads, it goes down,
         // and that is movement though neither thread does anything. Sampled as often as a
         // tenth of the idle timeout (at most every 100 ms), so a queue that drains between two
