@@ -44,6 +44,10 @@ struct SessionRules: Sendable {
 final class Relay: Sendable {
     let socket: Socket
     let rules: SessionRules
+    /// Not connected (a Unix datagram listener): stdin goes to the sender of the last datagram.
+    private let replying: Bool
+    /// Say `datagram from ADDRESS` on stderr when the sender changes (replying only).
+    private let announceSenders: Bool
 
     /// Where stdin stands.
     private enum Input {
@@ -62,6 +66,8 @@ final class Relay: Sendable {
         case socket(SocketError)
         case stdin(Int32)
         case stdout(Int32)
+        /// Stdin had something to send, and the last datagram came from a socket with no address.
+        case unnamedSender
     }
 
     private struct State {
@@ -76,6 +82,8 @@ final class Relay: Sendable {
         var failure: Failure?
         /// Set by `run()` before it closes the socket: errors after it are the closing's.
         var ending = false
+        /// Where stdin goes when replying: the last datagram's sender.
+        var replyTo: SocketAddress?
     }
 
     /// The library's lock (pthread underneath), not Synchronization's Mutex, whose contended
@@ -84,12 +92,17 @@ final class Relay: Sendable {
     /// Signalled when something `run()` decides on changes.
     private let changed = DispatchSemaphore(value: 0)
 
-    /// `received`: bytes already received and written to stdout (a UDP listener's first datagram).
-    init(socket: Socket, rules: SessionRules, received: Int = 0) {
+    /// `received`: bytes already received and written to stdout (a datagram listener's first
+    /// datagram). `replyingTo`: the socket is not connected; stdin goes to this address, then
+    /// to the sender of each later datagram.
+    init(socket: Socket, rules: SessionRules, received: Int = 0, replyingTo: SocketAddress? = nil, announceSenders: Bool = false) {
         self.socket = socket
         self.rules = rules
+        self.replying = replyingTo != nil
+        self.announceSenders = announceSenders
         let now = ContinuousClock.now
-        state = Locked(State(input: .waiting(since: now), received: received, written: received, lastActivity: now))
+        state = Locked(State(input: .waiting(since: now), received: received, written: received, lastActivity: now,
+                             replyTo: replyingTo))
     }
 
     /// UDP (or a Unix datagram socket): a read of stdin is one datagram, an empty datagram is
@@ -110,7 +123,7 @@ final class Relay: Sendable {
         let start = ContinuousClock.now
         // Both addresses, for -v, while the socket is open.
         let local = (try? socket.localAddress).map { "\($0)" } ?? "?"
-        let peer = (try? socket.peerAddress).map { "\($0)" } ?? "?"
+        let peer = ((replying ? state.withLock { $0.replyTo } : nil) ?? (try? socket.peerAddress)).map { "\($0)" } ?? "?"
         if rules.verbose {
             printError(rules.role == .client ? "sock: connected to \(peer) from \(local)" : "sock: connection from \(peer) to \(local)")
         }
@@ -224,7 +237,13 @@ final class Relay: Sendable {
             var offset = 0
             while offset < count {
                 do throws(SocketError) {
-                    let n = try socket.send(buffer[offset..<count])
+                    let n: Int
+                    if replying {
+                        guard let to = state.withLock({ $0.replyTo }), to != .unix(path: "") else { return fail(.unnamedSender) }
+                        n = try socket.send(buffer[offset..<count], to: to)
+                    } else {
+                        n = try socket.send(buffer[offset..<count])
+                    }
                     offset += n
                     state.withLock { s in
                         s.sent += n
@@ -255,7 +274,17 @@ final class Relay: Sendable {
         while true {
             let chunk: [UInt8]
             do throws(SocketError) {
-                chunk = try socket.receive(upTo: 65_536)
+                if replying {
+                    let (bytes, sender) = try socket.receiveDatagram(upTo: 65_536)
+                    let changed = state.withLock { s -> Bool in
+                        defer { s.replyTo = sender }
+                        return s.replyTo != sender
+                    }
+                    if changed && announceSenders { printError("datagram from \(sender)") }
+                    chunk = bytes
+                } else {
+                    chunk = try socket.receive(upTo: 65_536)
+                }
             } catch {
                 return fail(.socket(error))
             }
@@ -331,6 +360,9 @@ final class Relay: Sendable {
                 code = Exit.network
             case .stdout(let number):
                 text = "sock: writing to stdout failed: \(String(cString: strerror(number)))"
+                code = Exit.network
+            case .unnamedSender:
+                text = "sock: cannot send stdin: the last datagram came from a socket not bound to a path, which cannot be answered"
                 code = Exit.network
             case nil:
                 text = "sock: relay failed"
