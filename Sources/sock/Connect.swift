@@ -48,7 +48,8 @@ struct Connect: ParsableCommand {
         var ownFile: OwnSocketFile?
         defer { ownFile?.remove() }
         do throws(SocketError) {
-            if session.udp, case .unix = try SocketAddress.resolve(endpoint)[0] {
+            // Parsed without any lookup: a name is resolved by dial(), within the connect timeout.
+            if session.udp, case .unix? = try? SocketAddress(endpoint) {
                 (socket, ownFile) = try dialUnixDatagram()
             } else {
                 socket = try dial(timeout: limit)
