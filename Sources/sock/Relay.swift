@@ -276,11 +276,11 @@ final class Relay: Sendable {
             do throws(SocketError) {
                 if replying {
                     let (bytes, sender) = try socket.receiveDatagram(upTo: 65_536)
-                    let changed = state.withLock { s -> Bool in
+                    let newSender = state.withLock { s -> Bool in
                         defer { s.replyTo = sender }
                         return s.replyTo != sender
                     }
-                    if changed && announceSenders { printError("datagram from \(sender)") }
+                    if newSender && announceSenders { printError("datagram from \(sender)") }
                     chunk = bytes
                 } else {
                     chunk = try socket.receive(upTo: 65_536)
