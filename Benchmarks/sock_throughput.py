@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""sock against OpenBSD nc: 2 GiB through loopback in each direction, whole processes, and
-the start-up cost of a refused connect.
+"""sock against OpenBSD nc: 2 GiB through loopback in each direction, whole processes.
+(Start-up, a refused connect: Benchmarks/sock_startup.py.)
 
-  Benchmarks/sock_throughput.py [--gib 2] [--reps 5] [--startup-runs 40]
+  Benchmarks/sock_throughput.py [--gib 2] [--reps 5]
 
 Builds `sock` in release mode, installs netcat-openbsd with apt if it is missing, then runs,
 interleaved (the order rotated each repetition), for each tool: an upload (stdin of the
@@ -10,7 +10,7 @@ connecting side -> the listener's stdout, /dev/null) and a download (the listene
 the connecting side's stdout). Prints the median wall time of each and sock's ratio to nc
 (above 1: sock is faster). Every process has a time limit and is killed by its PID.
 """
-import argparse, os, resource, shutil, socket, statistics, subprocess, sys, time
+import argparse, os, shutil, socket, statistics, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,7 +62,6 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--gib", type=float, default=2)
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--startup-runs", type=int, default=40)
     args = parser.parse_args()
     size = int(args.gib * (1 << 30))
     subprocess.run(["swift", "build", "-c", "release", "--product", "sock"], cwd=ROOT, check=True,
@@ -81,27 +80,5 @@ def main():
         s, n = statistics.median(times[("sock", direction)]), statistics.median(times[("nc", direction)])
         print("  %-8s sock %.3f s (%.2f GB/s)   nc %.3f s (%.2f GB/s)   sock/nc speed %.2fx"
               % (direction, s, size / s / 1e9, n, size / n / 1e9, n / s))
-    startup(args.startup_runs)
-
-def startup(runs):
-    """A refused connect, the whole process: CPU (user + system) and wall time per run."""
-    holder = socket.socket(); holder.bind(("127.0.0.1", 0))  # bound, not listening: refused
-    port = holder.getsockname()[1]
-    sock = os.path.join(ROOT, ".build/release/sock")
-    tools = {"sock": [sock, "connect", "127.0.0.1:%d" % port], "nc": ["nc", "-z", "127.0.0.1", str(port)]}
-    print("a refused connect, %d runs each, interleaved:" % runs)
-    cpu = {t: [] for t in tools}; wall = {t: [] for t in tools}
-    for _ in range(runs):
-        for tool, command in tools.items():
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            start = time.time()
-            subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
-            wall[tool].append(time.time() - start)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu[tool].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-    for tool in tools:
-        print("  %-5s CPU %.1f ms, wall %.1f ms (medians)"
-              % (tool, statistics.median(cpu[tool]) * 1e3, statistics.median(wall[tool]) * 1e3))
-    holder.close()
 
 main()

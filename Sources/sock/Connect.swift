@@ -25,7 +25,7 @@ struct Connect: ParsableCommand {
             """
     )
 
-    @Argument(help: "HOST:PORT, [IPv6]:PORT, or a Unix socket path.")
+    @Argument(help: "HOST:PORT, [IPv6]:PORT, or a Unix socket path (with --udp, a Unix datagram socket's).")
     var endpoint: String
 
     @Option(help: "Both the connect timeout and the idle timeout (nc -w).", transform: parseDuration)
@@ -44,16 +44,24 @@ struct Connect: ParsableCommand {
     @OptionGroup(title: "TLS") var tls: ClientTLSOptions
 
     func validate() throws {
-        try session.validate(endpoint: endpoint)
         try tls.validate(endpoint: endpoint, udp: session.udp)
     }
 
     func run() throws {
         let connection: RelayConnection
         let limit = (connectTimeout ?? timeout)?.timeout ?? .never
+        // A Unix datagram client's own socket file, removed on every way out.
+        var ownFile: OwnSocketFile?
+        defer { ownFile?.remove() }
         do throws(SocketError) {
             let configuration = try tls.configuration()  // before connecting: bad files are bad input
-            let socket = try dial(timeout: limit)
+            let socket: Socket
+            // Parsed without any lookup: a name is resolved by dial(), within the connect timeout.
+            if session.udp, case .unix? = try? SocketAddress(endpoint) {
+                (socket, ownFile) = try dialUnixDatagram()
+            } else {
+                socket = try dial(timeout: limit)
+            }
             connection = if let configuration {
                 .tls(try tls.handshake(over: socket, configuration: configuration, endpoint: endpoint,
                                        limit: tls.handshakeTimeout?.timeout ?? limit, verbose: session.verbose))
@@ -65,6 +73,56 @@ struct Connect: ParsableCommand {
         }
         let code = Relay(connection: connection, rules: session.rules(.client, timeout: timeout)).run()
         if code != .success { throw code }
+    }
+
+    /// A Unix datagram socket bound to a fresh temporary path — without one the listener could
+    /// not reply, as with `nc -uU` — and connected to `endpoint`'s path: its sends go there and
+    /// it receives only from there. The file is removed when the process ends, however.
+    private func dialUnixDatagram() throws(SocketError) -> (Socket, OwnSocketFile?) {
+        if source != nil {
+            throw SocketError(.invalidArgument, .parse, detail: "--source takes an IP address; a Unix datagram client binds a temporary path of its own")
+        }
+        let target = try SocketAddress.resolve(endpoint)[0]
+        let socket = try Socket(.unix, .datagram)
+        var attempts = 0
+        while true {
+            do throws(SocketError) {
+                try socket.bind(to: .unix(path: temporarySocketPath()))
+                break
+            } catch where error.kind == .addressInUse && attempts < 10 {
+                attempts += 1  // a name another process took: draw another
+            } catch {
+                socket.close()
+                throw error
+            }
+        }
+        let file: OwnSocketFile?
+        do throws(SocketError) {
+            file = try OwnSocketFile(socket)
+        } catch {
+            socket.close()
+            throw error
+        }
+        do throws(SocketError) {
+            try socket.connect(to: target)
+            return (socket, file)
+        } catch {
+            file?.remove()
+            socket.close()
+            throw Connect.explainUnixDatagram(error, path: endpoint)
+        }
+    }
+
+    /// What a failed connect to a Unix datagram path means, in the operator's terms.
+    static func explainUnixDatagram(_ error: SocketError, path: String) -> SocketError {
+        if error.kind == .connectionRefused {
+            return error.with(detail: "nothing is bound to \(path) (a file left by a listener that is gone)")
+        }
+        switch error.errno {
+        case .noSuchFileOrDirectory?: return error.with(detail: "no socket file at \(path)")
+        case .protocolWrongTypeForSocket?: return error.with(detail: "\(path) is a stream socket: connect without --udp")
+        default: return error
+        }
     }
 
     /// The connected socket: `Socket.connect` (every address the name has, in turn) for a

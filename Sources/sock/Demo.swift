@@ -1,5 +1,4 @@
 import ArgumentParser
-import Foundation
 import Sockets
 
 /// `sock demo`: the accept/connect-timeout scenarios that Python tutorials teach, played
@@ -57,11 +56,11 @@ struct Demo: ParsableCommand {
         var line = ""
         for (index, cell) in cells.enumerated() {
             if index < widths.count {
-                line += cell.padding(toLength: max(widths[index], cell.count + 1), withPad: " ", startingAt: 0)
+                line += padded(cell, to: max(widths[index], cell.count + 1))
             } else if index == cells.count - 1 {
                 line += cell
             } else {
-                line += cell.padding(toLength: max(58, cell.count + 1), withPad: " ", startingAt: 0)
+                line += padded(cell, to: max(58, cell.count + 1))
             }
         }
         printOut(line)
@@ -71,7 +70,7 @@ struct Demo: ParsableCommand {
 /// `0.1 ms`, `500.3 ms`, `1.502 s`.
 func formatElapsed(_ d: Duration) -> String {
     let ms = Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15
-    return ms < 1000 ? String(format: "%.1f ms", ms) : String(format: "%.3f s", ms / 1000)
+    return ms < 1000 ? fixed(ms, decimals: 1) + " ms" : fixed(ms / 1000, decimals: 3) + " s"
 }
 
 /// The scenarios, each a real exchange on loopback.
@@ -179,11 +178,10 @@ struct Scenarios {
         let client = try Socket(.ipv4)
         Socket.defaultTimeout = timeout  // too late for `client`
         let applied = client.timeout
-        let stopper = Thread { [safety] in
-            Thread.sleep(forTimeInterval: seconds(safety))
+        startThread { [safety] in
+            sleepThread(for: safety)
             client.close()
         }
-        stopper.start()
         let (elapsed, result) = timed { () throws(SocketError) in try client.connect(to: target) }
         let outcome: String
         switch result {

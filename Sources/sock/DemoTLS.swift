@@ -1,4 +1,4 @@
-import Foundation
+import Dispatch
 import Sockets
 import SocketsTLS
 
@@ -78,7 +78,7 @@ final class Dripper: Sendable {
     init(_ listener: Socket, every interval: Duration, for limit: Duration) throws(SocketError) {
         self.listener = listener
         address = try listener.localAddress
-        Thread.detachNewThread { [self] in
+        startThread { [self] in
             defer { done.signal() }
             let end = ContinuousClock.now + limit
             guard let connection = try? listener.accept(deadline: end).0 else { return }
@@ -90,7 +90,7 @@ final class Dripper: Sendable {
                 let byte = sent < record.count ? record[sent] : 0
                 guard (try? connection.sendAll([byte], deadline: end)) != nil else { return }
                 sent += 1
-                Thread.sleep(forTimeInterval: seconds(interval))
+                sleepThread(for: interval)
             }
         }
     }

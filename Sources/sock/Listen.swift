@@ -1,5 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import ArgumentParser
-import Foundation
 import Sockets
 import SocketsTLS
 
@@ -53,7 +59,6 @@ struct Listen: AsyncParsableCommand {
     private var idleTimeout: SocketTimeout? { (session.idleTimeout ?? timeout)?.timeout }
 
     func validate() throws {
-        try session.validate(endpoint: endpoint)
         if session.udp && keepOpen { throw ValidationError("--keep-open serves stream connections: not with --udp") }
         try tls.validate(udp: session.udp)
     }
@@ -62,12 +67,12 @@ struct Listen: AsyncParsableCommand {
         do {
             let tlsConfiguration = try tls.configuration()  // before listening: bad files are bad input
             let server = try makeServer()
-            // Closed here, not when the last reference goes (the signal handlers hold one),
-            // so that a Unix listener's socket file is gone before the process exits.
+            // Closed here, so that a Unix listener's socket file is gone before the process
+            // exits (a datagram socket's file is not the library's to remove: it never listened).
             defer { server.close() }
             // And also when the process is interrupted.
-            let cleanup = try removeSocketFileOnSignals(server)
-            defer { cleanup.forEach { $0.cancel() } }
+            let file = try OwnSocketFile(server)
+            defer { file?.remove() }
             if !session.quiet { printError("listening on \(try server.localAddress)") }
             server.timeout = acceptTimeout?.timeout ?? .never
             if session.udp {
@@ -101,15 +106,23 @@ struct Listen: AsyncParsableCommand {
 
     /// UDP, as nc -u -l: the first datagram's sender becomes the peer (the socket is
     /// connected to it), and the session is relayed as for a connection.
+    ///
+    /// A Unix datagram path: stdin goes to whoever sent the last datagram (the socket is not
+    /// connected), so a client that comes back from another temporary path — as `nc -uU` and
+    /// `sock connect --udp` bind a fresh one each run — is answered, not refused.
     private func serveDatagrams(_ server: Socket) throws {
         let (first, peer) = try server.receiveDatagram(upTo: 65_536)  // within --accept-timeout
-        try server.connect(to: peer)
-        if !session.quiet && !session.verbose { printError("datagram from \(peer)") }
+        let unix = server.family == .unix
+        if !unix { try server.connect(to: peer) }
+        let announce = !session.quiet && !session.verbose
+        if announce { printError("datagram from \(peer)") }
         guard writeAll(1, first) else {
             printError("sock: writing to stdout failed: \(String(cString: strerror(errno))); \(bytes(first.count)) received not written to stdout")
             throw Exit.network
         }
-        let code = Relay(socket: server, rules: session.rules(.listener, timeout: timeout), received: first.count).run()
+        let relay = Relay(socket: server, rules: session.rules(.listener, timeout: timeout), received: first.count,
+                          replyingTo: unix ? peer : nil, announceSenders: announce)
+        let code = relay.run()
         if code != .success { throw code }
     }
 
@@ -132,7 +145,9 @@ struct Listen: AsyncParsableCommand {
     /// The --keep-open server: `Socket.serve`, a task per connection. Returns only by
     /// throwing (the accept timeout, or an error that is not about descriptors).
     private func serve(_ server: Socket, tls configuration: TLSConfiguration?) async throws(SocketError) {
-        let stdoutLock = NSLock()
+        // A pthread mutex (the library's lock) held across a blocking write: what a shared stdout
+        // needs, and no Foundation for it.
+        let stdoutLock = Locked(())
         let verbose = session.verbose
         let handshakeLimit = tls.limit(idle: idleTimeout)
         // The accept timeout stops accepting; the live connections finish (each still ends
@@ -165,35 +180,11 @@ struct Listen: AsyncParsableCommand {
                     // A write to stdout may block this reactor's thread while the reader is
                     // slow; the other connections on it wait with it, as they would for the
                     // lock of a shared stdout.
-                    stdoutLock.withLock { _ = writeAll(1, chunk) }
+                    stdoutLock.withLock { _ in _ = writeAll(1, chunk) }
                 }
             } catch {
                 printError("sock: connection from \(peer): \(error); closed")
             }
-        }
-    }
-
-    /// On SIGINT, SIGTERM or SIGHUP: removes `server`'s socket file (if the path
-    /// still names the file it made: the library's own removal waits for a call in progress,
-    /// such as the accept, to return, and the exit would come first) and exits with
-    /// 128 + the signal's number, as the default action would have.
-    private func removeSocketFileOnSignals(_ server: Socket) throws(SocketError) -> [DispatchSourceSignal] {
-        guard case .unix(let path) = try server.localAddress, let made = fileIdentity(path) else { return [] }
-        return [SIGINT, SIGTERM, SIGHUP].map { (number: CInt) -> DispatchSourceSignal in
-            signal(number, SIG_IGN)  // the source sees it; the default action would not remove the file
-            var unblock = sigset_t()
-            sigemptyset(&unblock)
-            sigaddset(&unblock, number)
-            pthread_sigmask(SIG_UNBLOCK, &unblock, nil)  // a parent may have left it blocked
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler {
-                // No close() first: it would wake the accept, whose thread could then exit
-                // with its own status (1) before this one has removed the file.
-                if fileIdentity(path) == made { unlink(path) }
-                exitProcess(128 + number)
-            }
-            source.resume()
-            return source
         }
     }
 }

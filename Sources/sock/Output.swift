@@ -5,6 +5,43 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Sockets
+
+// Nothing in sock imports Foundation: loading it (and the ICU data it brings) was most of
+// sock's start-up time. These are the few things it was used for.
+
+/// Runs `body` on a new thread of its own; ends the process (exit 1) if none can be made.
+func startThread(_ body: @escaping @Sendable () -> Void) {
+    guard spawnDetachedThread(body) else {
+        printError("sock: could not start a thread: \(String(cString: strerror(errno)))")
+        exit(1)
+    }
+}
+
+/// Sleeps the calling thread for `d` (nanosleep, resumed after a signal).
+func sleepThread(for d: Duration) {
+    let (seconds, attoseconds) = d.components
+    var request = timespec(tv_sec: Int(clamping: seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
+    var remaining = timespec()
+    while nanosleep(&request, &remaining) == -1 && errno == EINTR { request = remaining }
+}
+
+/// `text` followed by spaces up to `width` characters (unchanged if it is as long already).
+func padded(_ text: String, to width: Int) -> String {
+    text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
+}
+
+/// `value` with `decimals` digits after the point, rounded (printf's `%.Nf` for the
+/// non-negative values sock prints).
+func fixed(_ value: Double, decimals: Int) -> String {
+    var scale = 1
+    for _ in 0..<decimals { scale *= 10 }
+    let units = Int((value * Double(scale)).rounded())
+    let whole = units / scale, part = units % scale
+    guard decimals > 0 else { return "\(whole)" }
+    let digits = String(part)
+    return "\(whole)." + String(repeating: "0", count: decimals - digits.count) + digits
+}
 
 /// Writes a line to stderr at once (unbuffered), for status and errors.
 func printError(_ text: String) {
@@ -60,11 +97,6 @@ func openStandardDescriptors() {
         let opened = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY)
         if opened >= 0 && opened != fd { close(opened) }  // cannot happen: the lowest free number is fd
     }
-}
-
-/// A duration as seconds, for Foundation's sleeping APIs.
-func seconds(_ d: Duration) -> Double {
-    Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
 }
 
 /// `Linux 6.1.0 x86_64`, from uname(2).

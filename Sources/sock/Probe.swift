@@ -74,8 +74,8 @@ struct Probe: AsyncParsableCommand {
                 // Lines in port order, each as soon as those before it are known.
                 while printed < list.count, let (outcome, elapsed) = results[printed] {
                     let target = "\(address.withPort(list[printed]))"
-                    printOut(target.padding(toLength: max(24, target.count + 1), withPad: " ", startingAt: 0)
-                        + outcome.text.padding(toLength: 11, withPad: " ", startingAt: 0) + formatElapsed(elapsed))
+                    printOut(padded(target, to: max(24, target.count + 1))
+                        + padded(outcome.text, to: 11) + formatElapsed(elapsed))
                     printed += 1
                 }
             }

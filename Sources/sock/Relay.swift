@@ -7,7 +7,6 @@ import Darwin
 #endif
 import ArgumentParser
 import Dispatch
-import Foundation
 import Sockets
 
 /// How a relay session ends (the OpenBSD nc model; see the README's "The `sock` tool").
@@ -47,6 +46,10 @@ final class Relay: Sendable {
     /// What is sent on and received from: `socket`, or TLS over it.
     let connection: RelayConnection
     let rules: SessionRules
+    /// Not connected (a Unix datagram listener): stdin goes to the sender of the last datagram.
+    private let replying: Bool
+    /// Say `datagram from ADDRESS` on stderr when the sender changes (replying only).
+    private let announceSenders: Bool
 
     /// Where stdin stands.
     private enum Input {
@@ -65,6 +68,8 @@ final class Relay: Sendable {
         case socket(SocketError)
         case stdin(Int32)
         case stdout(Int32)
+        /// Stdin had something to send, and the last datagram came from a socket with no address.
+        case unnamedSender
     }
 
     private struct State {
@@ -79,6 +84,8 @@ final class Relay: Sendable {
         var failure: Failure?
         /// Set by `run()` before it closes the socket: errors after it are the closing's.
         var ending = false
+        /// Where stdin goes when replying: the last datagram's sender.
+        var replyTo: SocketAddress?
     }
 
     /// The library's lock (pthread underneath), not Synchronization's Mutex, whose contended
@@ -87,17 +94,25 @@ final class Relay: Sendable {
     /// Signalled when something `run()` decides on changes.
     private let changed = DispatchSemaphore(value: 0)
 
-    /// `received`: bytes already received and written to stdout (a UDP listener's first datagram).
-    convenience init(socket: Socket, rules: SessionRules, received: Int = 0) {
-        self.init(connection: .plain(socket), rules: rules, received: received)
+    /// `received`: bytes already received and written to stdout (a datagram listener's first
+    /// datagram). `replyingTo`: the socket is not connected; stdin goes to this address, then
+    /// to the sender of each later datagram.
+    convenience init(socket: Socket, rules: SessionRules, received: Int = 0, replyingTo: SocketAddress? = nil,
+                     announceSenders: Bool = false) {
+        self.init(connection: .plain(socket), rules: rules, received: received, replyingTo: replyingTo,
+                  announceSenders: announceSenders)
     }
 
-    init(connection: RelayConnection, rules: SessionRules, received: Int = 0) {
+    init(connection: RelayConnection, rules: SessionRules, received: Int = 0, replyingTo: SocketAddress? = nil,
+         announceSenders: Bool = false) {
         self.connection = connection
         self.socket = connection.socket
         self.rules = rules
+        self.replying = replyingTo != nil
+        self.announceSenders = announceSenders
         let now = ContinuousClock.now
-        state = Locked(State(input: .waiting(since: now), received: received, written: received, lastActivity: now))
+        state = Locked(State(input: .waiting(since: now), received: received, written: received, lastActivity: now,
+                             replyTo: replyingTo))
     }
 
     /// UDP (or a Unix datagram socket): a read of stdin is one datagram, an empty datagram is
@@ -118,15 +133,15 @@ final class Relay: Sendable {
         let start = ContinuousClock.now
         // Both addresses, for -v, while the socket is open.
         let local = (try? socket.localAddress).map { "\($0)" } ?? "?"
-        let peer = (try? socket.peerAddress).map { "\($0)" } ?? "?"
+        let peer = ((replying ? state.withLock { $0.replyTo } : nil) ?? (try? socket.peerAddress)).map { "\($0)" } ?? "?"
         if rules.verbose {
             printError(rules.role == .client ? "sock: connected to \(peer) from \(local)" : "sock: connection from \(peer) to \(local)")
         }
         socket.timeout = .never  // run() ends every wait (idle timeout, quit) by closing
         // A closed stdout is reported (how much was not written), not a silent SIGPIPE death.
         signal(SIGPIPE, SIG_IGN)
-        Thread.detachNewThread { [self] in upload() }
-        Thread.detachNewThread { [self] in download() }
+        startThread { [self] in upload() }
+        startThread { [self] in download() }
         // What the kernel still has to deliver (SIOCOUTQ): while the peer reads, it goes down,
         // and that is movement though neither thread does anything. Sampled as often as a
         // tenth of the idle timeout (at most every 100 ms), so a queue that drains between two
@@ -232,7 +247,13 @@ final class Relay: Sendable {
             var offset = 0
             while offset < count {
                 do throws(SocketError) {
-                    let n = try connection.send(buffer[offset..<count])
+                    let n: Int
+                    if replying {
+                        guard let to = state.withLock({ $0.replyTo }), to != .unix(path: "") else { return fail(.unnamedSender) }
+                        n = try socket.send(buffer[offset..<count], to: to)
+                    } else {
+                        n = try connection.send(buffer[offset..<count])
+                    }
                     offset += n
                     state.withLock { s in
                         s.sent += n
@@ -263,7 +284,17 @@ final class Relay: Sendable {
         while true {
             let chunk: [UInt8]
             do throws(SocketError) {
-                chunk = try connection.receive(upTo: 65_536)
+                if replying {
+                    let (bytes, sender) = try socket.receiveDatagram(upTo: 65_536)
+                    let newSender = state.withLock { s -> Bool in
+                        defer { s.replyTo = sender }
+                        return s.replyTo != sender
+                    }
+                    if newSender && announceSenders { printError("datagram from \(sender)") }
+                    chunk = bytes
+                } else {
+                    chunk = try connection.receive(upTo: 65_536)
+                }
             } catch {
                 return fail(.socket(error))
             }
@@ -339,6 +370,9 @@ final class Relay: Sendable {
                 code = Exit.network
             case .stdout(let number):
                 text = "sock: writing to stdout failed: \(String(cString: strerror(number)))"
+                code = Exit.network
+            case .unnamedSender:
+                text = "sock: cannot send stdin: the last datagram came from a socket not bound to a path, which cannot be answered"
                 code = Exit.network
             case nil:
                 text = "sock: relay failed"

@@ -17,7 +17,7 @@ struct SessionOptions: ParsableArguments {
     var quitAfter: Duration?
 
     @Flag(name: [.customShort("u"), .customLong("udp")],
-          help: "UDP: each read of stdin is one datagram; the session ends only at --quit-after, the idle timeout or an error.")
+          help: "UDP, or a Unix datagram socket for a path: each read of stdin is one datagram; the session ends only at --quit-after, the idle timeout or an error.")
     var udp = false
 
     @Flag(name: .shortAndLong,
@@ -29,13 +29,6 @@ struct SessionOptions: ParsableArguments {
 
     func validate() throws {
         if verbose && quiet { throw ValidationError("--verbose and --quiet cannot be used together") }
-    }
-
-    /// What the options allow for `endpoint`.
-    func validate(endpoint: String) throws {
-        if udp && endpoint.contains("/") {
-            throw ValidationError("--udp takes HOST:PORT, not a Unix socket path ('\(endpoint)'): Unix datagram sockets are not supported yet")
-        }
     }
 
     /// The rules for `role`; `timeout` is the command's `--timeout`, which sets the idle timeout

@@ -37,17 +37,17 @@ struct UnixListenerTests {
           arguments: [SIGINT, SIGTERM, SIGHUP])
     func signalRemovesSocketFile(_ number: Int32) throws {
         let expected = 128 + number
-        for keepOpen in [false, true] {
+        for mode in [[], ["--keep-open"], ["--udp"]] {  // one connection, many, a datagram socket
             let path = freshPath("signal")
             defer { unlink(path) }
-            let listener = try ChildProcess(["listen", path] + (keepOpen ? ["--keep-open"] : []))  // stdin stays open
+            let listener = try ChildProcess(["listen", path] + mode)  // stdin stays open
             defer { listener.kill() }
             _ = try listener.waitForLine(startingWith: "listening on ")
             #expect(FileManager.default.fileExists(atPath: path))
             kill(listener.pid, number)
             let (status, _, err) = try listener.finish(within: .seconds(10))
-            #expect(status == expected, "keep-open \(keepOpen): \(err)")
-            #expect(!FileManager.default.fileExists(atPath: path), "keep-open \(keepOpen): the socket file is still there")
+            #expect(status == expected, "\(mode): \(err)")
+            #expect(!FileManager.default.fileExists(atPath: path), "\(mode): the socket file is still there")
         }
     }
 }

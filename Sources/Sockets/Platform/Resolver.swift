@@ -88,3 +88,10 @@ extension Sys {
 extension Sys {
     static let anyFamily = AF_UNSPEC
 }
+
+/// Runs `body` on a new detached thread (`pthread_create`); false if no thread could be made.
+/// For this package's `sock` tool, which would otherwise need Foundation's `Thread` (and
+/// Foundation's start-up cost) for its relay threads.
+package func spawnDetachedThread(_ body: @escaping @Sendable () -> Void) -> Bool {
+    Sys.spawnDetached(body)
+}
