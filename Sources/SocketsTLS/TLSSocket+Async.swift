@@ -10,10 +10,10 @@ import Sockets
 
 extension TLSSocket {
     /// Resolves `hostPort`, connects (Happy Eyeballs) and handshakes, all within **one**
-    /// limit; the async form of ``connect(to:configuration:serverName:timeout:deadline:)``,
+    /// limit; the async form of ``connect(to:configuration:serverName:timeout:deadline:)-4kf8g``,
     /// with the same rules.
     ///
-    /// - Throws: ``SocketError`` — as the blocking form, and `.cancelled`; the socket is closed.
+    /// - Throws: ``/Sockets/SocketError`` — as the blocking form, and `.cancelled`; the socket is closed.
     public nonisolated(nonsending) static func connect(
         to hostPort: String, configuration: TLSConfiguration, serverName: String? = nil,
         timeout: SocketTimeout = Socket.defaultTimeout, deadline: ContinuousClock.Instant? = nil
@@ -34,9 +34,9 @@ extension TLSSocket {
     }
 
     /// Performs the TLS handshake within one limit for all of it; the async form of
-    /// ``handshake(deadline:)``, with the same rules.
+    /// ``handshake(deadline:)-8glr7``, with the same rules.
     ///
-    /// - Throws: ``SocketError`` — as the blocking form, and `.cancelled`.
+    /// - Throws: ``/Sockets/SocketError`` — as the blocking form, and `.cancelled`.
     public nonisolated(nonsending) func handshake(deadline: ContinuousClock.Instant? = nil) async throws(SocketError) {
         try await handshake(Limit(start: .now, timeout: socket.timeout, deadline: deadline))
     }
@@ -65,10 +65,10 @@ extension TLSSocket {
     }
 
     /// Receives up to `maxCount` bytes of application data; the async form of
-    /// ``receive(upTo:deadline:)``, with the same rules. A cancelled receive consumes nothing:
+    /// ``receive(upTo:deadline:)-v3n5``, with the same rules. A cancelled receive consumes nothing:
     /// the next one gets every byte.
     ///
-    /// - Throws: ``SocketError`` — as the blocking form, and `.cancelled`.
+    /// - Throws: ``/Sockets/SocketError`` — as the blocking form, and `.cancelled`.
     public nonisolated(nonsending) func receive(upTo maxCount: Int, deadline: ContinuousClock.Instant? = nil) async throws(SocketError) -> [UInt8] {
         guard maxCount > 0 else { return [] }
         var plain = Self.uninitialized(maxCount)
@@ -80,10 +80,10 @@ extension TLSSocket {
     }
 
     /// Receives application data into `buffer`; the async form of
-    /// ``receive(into:deadline:)``, with the same rules. `buffer` must stay valid until the
+    /// ``receive(into:deadline:)-8oq8l``, with the same rules. `buffer` must stay valid until the
     /// call returns.
     ///
-    /// - Throws: ``SocketError`` — as the blocking form, and `.cancelled`.
+    /// - Throws: ``/Sockets/SocketError`` — as the blocking form, and `.cancelled`.
     public nonisolated(nonsending) func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant?) async throws(SocketError) -> Int {
         guard buffer.count > 0 else { return 0 }
         return try await receive(Limit(start: .now, timeout: socket.timeout, deadline: deadline)) { read(into: buffer) }
@@ -114,11 +114,11 @@ extension TLSSocket {
         }
     }
 
-    /// Sends all of `bytes` as application data; the async form of ``sendAll(_:deadline:)``,
+    /// Sends all of `bytes` as application data; the async form of ``sendAll(_:deadline:)-3v4qe``,
     /// with the same rules: if the call times out or is cancelled, TLS has taken the first
     /// `bytesTransferred` bytes and what it made of them goes first with the next send.
     ///
-    /// - Throws: ``SocketError`` — as the blocking form, and `.cancelled`.
+    /// - Throws: ``/Sockets/SocketError`` — as the blocking form, and `.cancelled`.
     public nonisolated(nonsending) func sendAll(_ bytes: some Collection<UInt8>, deadline: ContinuousClock.Instant? = nil) async throws(SocketError) {
         let plain = Array(bytes)
         guard !plain.isEmpty else { return }
@@ -136,9 +136,9 @@ extension TLSSocket {
     }
 
     /// Sends `close_notify` and shuts the socket down; the async form of
-    /// ``shutdown(_:deadline:)``, with the same rules.
+    /// ``shutdown(_:deadline:)-3r3nz``, with the same rules.
     ///
-    /// - Throws: ``SocketError`` — as the blocking form, and `.cancelled`.
+    /// - Throws: ``/Sockets/SocketError`` — as the blocking form, and `.cancelled`.
     public nonisolated(nonsending) func shutdown(_ direction: Socket.ShutdownDirection, deadline: ContinuousClock.Instant? = nil) async throws(SocketError) {
         if direction != .read {
             let limit = Limit(start: .now, timeout: socket.timeout, deadline: deadline)

@@ -25,11 +25,11 @@ import Sockets
 // The blocking calls are here; their async forms, in TLSSocket+Async.swift, are the same
 // loops with `await`.
 
-/// A TLS connection over a ``Socket``: the same calls, time rules and errors, blocking and
+/// A TLS connection over a ``/Sockets/Socket``: the same calls, time rules and errors, blocking and
 /// async.
 ///
 /// ```swift
-/// let tls = try TLSSocket.connect(to: "example.org:443", configuration: .client(),
+/// let tls = try TLSSocket.connect(to: "example.org:443", configuration: try .client(),
 ///                                 timeout: try .after(.seconds(5)))   // lookup + connect + handshake: 5 s in all
 /// try tls.sendAll(Array("GET / HTTP/1.1\r\nHost: example.org\r\n\r\n".utf8))
 /// let reply = try tls.receive(upTo: 65_536)
@@ -46,14 +46,14 @@ import Sockets
 /// Thread safety: any number of threads and tasks may call it at once; receives run one at a
 /// time, and so do sends (each waits its turn within its own limit), a receive and a send
 /// side by side. ``close()`` from any thread ends every wait, the handshake's included, with
-/// ``SocketError/Kind/closed``; cancelling a task ends its async call with
-/// ``SocketError/Kind/cancelled``.
+/// ``/Sockets/SocketError/Kind-swift.struct/closed``; cancelling a task ends its async call with
+/// ``/Sockets/SocketError/Kind-swift.struct/cancelled``.
 public final class TLSSocket: @unchecked Sendable {
     // @unchecked Sendable is safe: the engine is reached only under `engine`'s lock; `queued`
     // only by the holder of the `sending` turn (Turn hands over through its lock, which
     // orders the accesses); the other stored properties never change.
 
-    /// The connection underneath. Its ``Socket/timeout`` applies to TLS calls as to its own;
+    /// The connection underneath. Its ``/Sockets/Socket/timeout`` applies to TLS calls as to its own;
     /// do not send or receive on it directly once TLS has begun.
     public let socket: Socket
     /// The name the server's certificate must carry (client side), also sent as SNI.
@@ -105,15 +105,18 @@ public final class TLSSocket: @unchecked Sendable {
     }
 
     /// The client side of TLS over a connected socket (a fresh connection, or STARTTLS on
-    /// one that has spoken plain text). Call ``handshake(deadline:)`` next.
+    /// one that has spoken plain text). Call ``handshake(deadline:)-8glr7`` next.
     ///
     /// If the configuration resumes sessions and an earlier connection to the same server
     /// name and address left one, the handshake offers it (``isResumed`` tells whether the
     /// server took it).
     ///
-    /// - Parameter serverName: the name the server's certificate must carry, also sent as
-    ///   SNI. Required unless the configuration trusts `.anything`.
-    /// - Throws: ``SocketError`` — `.invalidArgument` for a server configuration or a missing name.
+    /// - Parameters:
+    ///   - socket: a connected stream socket; the TLS socket owns it from now on.
+    ///   - configuration: a client configuration.
+    ///   - serverName: the name the server's certificate must carry, also sent as SNI.
+    ///     Required unless the configuration trusts `.anything`.
+    /// - Throws: ``/Sockets/SocketError`` — `.invalidArgument` for a server configuration or a missing name.
     public convenience init(client socket: Socket, configuration: TLSConfiguration, serverName: String?) throws(SocketError) {
         guard !configuration.isServer else {
             throw SocketError(.invalidArgument, .handshake, detail: "a server configuration on the client side")
@@ -125,10 +128,10 @@ public final class TLSSocket: @unchecked Sendable {
         try self.init(socket: socket, configuration: configuration, server: false, serverName: serverName)
     }
 
-    /// The server side of TLS over an accepted connection. Call ``handshake(deadline:)``
+    /// The server side of TLS over an accepted connection. Call ``handshake(deadline:)-8glr7``
     /// next — on this connection's clock, never inside the listener's `accept`.
     ///
-    /// - Throws: ``SocketError`` — `.invalidArgument` for a client configuration.
+    /// - Throws: ``/Sockets/SocketError`` — `.invalidArgument` for a client configuration.
     public convenience init(serving socket: Socket, configuration: TLSConfiguration) throws(SocketError) {
         guard configuration.isServer else {
             throw SocketError(.invalidArgument, .handshake, detail: "a client configuration on the server side")
@@ -136,14 +139,20 @@ public final class TLSSocket: @unchecked Sendable {
         try self.init(socket: socket, configuration: configuration, server: true, serverName: nil)
     }
 
-    /// Resolves `hostPort`, connects (Happy Eyeballs, ``Socket/connect(to:timeout:deadline:attemptDelay:)-(String,_,_,_)``)
+    /// Resolves `hostPort`, connects (Happy Eyeballs, ``/Sockets/Socket/connect(to:timeout:deadline:attemptDelay:)-7qins``)
     /// and handshakes, all within **one** limit: `timeout` (which becomes the socket's) or
     /// `deadline`, whichever comes first.
     ///
-    /// - Parameter serverName: the name to verify and send as SNI; defaults to the host in
-    ///   `hostPort` (give it when connecting to a numeric address).
-    /// - Throws: ``SocketError`` — the connect's errors, then the handshake's (see
-    ///   ``handshake(deadline:)``); the socket is closed.
+    /// - Parameters:
+    ///   - hostPort: `HOST:PORT`, as for ``/Sockets/Socket/connect(to:timeout:deadline:attemptDelay:)-7qins``.
+    ///   - configuration: a client configuration.
+    ///   - serverName: the name to verify and send as SNI; defaults to the host in
+    ///     `hostPort` (give it when connecting to a numeric address).
+    ///   - timeout: bounds the whole call — lookup, connect and handshake — and becomes the
+    ///     socket's ``/Sockets/Socket/timeout``; the process default if not given.
+    ///   - deadline: an absolute limit for the whole call; the earlier of the two wins.
+    /// - Throws: ``/Sockets/SocketError`` — the connect's errors, then the handshake's (see
+    ///   ``handshake(deadline:)-8glr7``); the socket is closed.
     public static func connect(
         to hostPort: String, configuration: TLSConfiguration, serverName: String? = nil,
         timeout: SocketTimeout = Socket.defaultTimeout, deadline: ContinuousClock.Instant? = nil
@@ -166,10 +175,10 @@ public final class TLSSocket: @unchecked Sendable {
     // MARK: the handshake
 
     /// Performs the TLS handshake, within **one** limit for all of it: the socket's
-    /// ``Socket/timeout`` from now, or `deadline`, whichever is earlier (a peer that sends
+    /// ``/Sockets/Socket/timeout`` from now, or `deadline`, whichever is earlier (a peer that sends
     /// its part a byte at a time cannot stretch it past that, however short each wait).
     ///
-    /// - Throws: ``SocketError`` with operation `handshake`: `.timedOut`;
+    /// - Throws: ``/Sockets/SocketError`` with operation `handshake`: `.timedOut`;
     ///   `.certificateRejected` (the detail says why: `certificate has expired`,
     ///   `Hostname mismatch`, `unable to get local issuer certificate`, ...); `.tlsAlert`
     ///   (the peer refused: `handshake failure`, `certificate required`, ...);
@@ -206,10 +215,10 @@ public final class TLSSocket: @unchecked Sendable {
 
     /// Receives up to `maxCount` bytes of application data; an empty array means the peer
     /// ended the session (`close_notify`, or the connection closed without it, which is
-    /// treated the same, as Python's default does). Waits as the socket's ``Socket/receive(upTo:deadline:)``:
+    /// treated the same, as Python's default does). Waits as the socket's ``/Sockets/Socket/receive(upTo:deadline:)-81qhn``:
     /// one limit for the call.
     ///
-    /// - Throws: ``SocketError`` — as a socket's receive, and `.tlsAlert` (in TLS 1.3 a
+    /// - Throws: ``/Sockets/SocketError`` — as a socket's receive, and `.tlsAlert` (in TLS 1.3 a
     ///   server that required a client certificate says so here, on the first read, with
     ///   `certificate required`), `.tlsProtocol`; `.invalidArgument` before the handshake.
     public func receive(upTo maxCount: Int, deadline: ContinuousClock.Instant? = nil) throws(SocketError) -> [UInt8] {
@@ -223,8 +232,8 @@ public final class TLSSocket: @unchecked Sendable {
     }
 
     /// Receives up to `buffer.count` bytes of application data into `buffer`; 0 means the
-    /// peer ended the session. The rules and errors of ``receive(upTo:deadline:)``. With it
-    /// a ``BufferedReader`` reads lines from a TLS connection.
+    /// peer ended the session. The rules and errors of ``receive(upTo:deadline:)-v3n5``. With it
+    /// a ``/Sockets/BufferedReader`` reads lines from a TLS connection.
     public func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant?) throws(SocketError) -> Int {
         guard buffer.count > 0 else { return 0 }
         return try receive(Limit(start: .now, timeout: socket.timeout, deadline: deadline)) { read(into: buffer) }
@@ -256,15 +265,15 @@ public final class TLSSocket: @unchecked Sendable {
     }
 
     /// Sends all of `bytes` as application data, within one limit for the call (the
-    /// socket's ``Socket/sendAll(_:deadline:)`` rules).
+    /// socket's ``/Sockets/Socket/sendAll(_:deadline:)-4c7go`` rules).
     ///
     /// If the time runs out, TLS has taken the first `bytesTransferred` bytes (of the error):
     /// what it made of them and could not send stays queued and goes first with the next
     /// send, so the session stays usable (Go's breaks) and nothing is lost as long as you
     /// send again (a ``close()`` drops it). Send the rest of `bytes` from there.
     ///
-    /// - Throws: ``SocketError`` — as a socket's sendAll; `.invalidArgument` before the
-    ///   handshake, `.brokenPipe` after ``shutdown(_:deadline:)``.
+    /// - Throws: ``/Sockets/SocketError`` — as a socket's sendAll; `.invalidArgument` before the
+    ///   handshake, `.brokenPipe` after ``shutdown(_:deadline:)-3r3nz``.
     public func sendAll(_ bytes: some Collection<UInt8>, deadline: ContinuousClock.Instant? = nil) throws(SocketError) {
         let plain = Array(bytes)
         guard !plain.isEmpty else { return }
@@ -282,10 +291,10 @@ public final class TLSSocket: @unchecked Sendable {
     }
 
     /// Ends this side's sending: `close_notify` (the peer reads the end of the stream) sent
-    /// within the call's limit, then the socket's ``Socket/shutdown(_:)``. Receiving goes on
+    /// within the call's limit, then the socket's ``/Sockets/Socket/shutdown(_:)``. Receiving goes on
     /// for `.write`: the TLS half-close of TLS 1.3 (and of most TLS 1.2 peers).
     ///
-    /// - Throws: ``SocketError`` — as ``sendAll(_:deadline:)`` for the `close_notify`, then as
+    /// - Throws: ``/Sockets/SocketError`` — as ``sendAll(_:deadline:)-3v4qe`` for the `close_notify`, then as
     ///   the socket's `shutdown`.
     public func shutdown(_ direction: Socket.ShutdownDirection, deadline: ContinuousClock.Instant? = nil) throws(SocketError) {
         if direction != .read {
@@ -301,7 +310,7 @@ public final class TLSSocket: @unchecked Sendable {
     }
 
     /// Ends the session: a `close_notify` alert if it can go without waiting, then the
-    /// socket's ``Socket/close()`` (after reading away, without waiting, what has arrived
+    /// socket's ``/Sockets/Socket/close()`` (after reading away, without waiting, what has arrived
     /// unread, so that the close is a FIN and not a reset that could cost the peer the last
     /// data sent). Idempotent, never blocks, from any thread.
     public func close() {
@@ -353,9 +362,9 @@ public final class TLSSocket: @unchecked Sendable {
         }
     }
 
-    /// The address of the peer (the socket's ``Socket/peerAddress``).
+    /// The address of the peer (the socket's ``/Sockets/Socket/peerAddress``).
     ///
-    /// - Throws: ``SocketError`` — `.notConnected`, `.closed`.
+    /// - Throws: ``/Sockets/SocketError`` — `.notConnected`, `.closed`.
     public var peerAddress: SocketAddress {
         get throws(SocketError) { try socket.peerAddress }
     }
