@@ -46,7 +46,7 @@ public final class TLSConfiguration: @unchecked Sendable {
     let verifiesHost: Bool
     /// Whether clients keep and offer sessions (``client(trusting:certificateChain:privateKey:protocols:resumesSessions:)``).
     let resumesSessions: Bool
-    /// Sessions for resumption, by server name and address.
+    /// Sessions for resumption, by server name (else address).
     let sessions = SessionStore()
     /// The ALPN list the context points to: freed after the context.
     private var alpnList: UnsafeMutableRawPointer?
@@ -90,8 +90,8 @@ public final class TLSConfiguration: @unchecked Sendable {
     ///     server that asks for a client certificate (nil: none).
     ///   - privateKey: the PEM file with that certificate's private key.
     ///   - protocols: ALPN protocols to offer, most preferred first (`["h2", "http/1.1"]`).
-    ///   - resumesSessions: keep the session each connection is given (by server name and
-    ///     address, for the newest 256 servers) and offer it, once, to the next connection to
+    ///   - resumesSessions: keep the session each connection is given (by server name, or
+    ///     address where there is none; for the newest 256 servers) and offer it, once, to the next connection to
     ///     the same server: a resumed handshake skips the certificate and costs about half.
     /// - Throws: ``/Sockets/SocketError`` — `.tlsUnavailable` without OpenSSL 3,
     ///   `.invalidArgument` for a file that cannot be read or used (the detail says which).
@@ -191,7 +191,7 @@ extension TLSConfiguration {
         deinit { cstls_session_free(pointer) }
     }
 
-    /// The sessions of a client configuration: one per server (name and address), each
+    /// The sessions of a client configuration: one per server (name, else address), each
     /// offered once (TLS 1.3 tickets are meant for one use; the resumed connection gets new
     /// ones), the oldest dropped past `capacity`.
     final class SessionStore: Sendable {

@@ -94,8 +94,10 @@ public final class TLSSocket: @unchecked Sendable {
         self.socket = socket
         self.serverName = serverName
         self.configuration = configuration
-        if !server, configuration.resumesSessions, let peer = try? socket.peerAddress {
-            let key = "\(serverName ?? "")|\(peer)"
+        // Sessions are kept by server name, else by address (as Go's ClientSessionCache):
+        // no getpeername(2) per connection for the usual case.
+        if !server, configuration.resumesSessions,
+           let key = serverName.flatMap({ $0.isEmpty ? nil : $0 }) ?? (try? socket.peerAddress).map({ "\($0)" }) {
             sessionKey = key
             if let session = configuration.sessions.take(key) { cstls_set_session(ssl, session.pointer) }
         } else {
@@ -108,7 +110,7 @@ public final class TLSSocket: @unchecked Sendable {
     /// one that has spoken plain text). Call ``handshake(deadline:)-8glr7`` next.
     ///
     /// If the configuration resumes sessions and an earlier connection to the same server
-    /// name and address left one, the handshake offers it (``isResumed`` tells whether the
+    /// name (or, without one, address) left one, the handshake offers it (``isResumed`` tells whether the
     /// server took it).
     ///
     /// - Parameters:
