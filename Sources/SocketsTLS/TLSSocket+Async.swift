@@ -99,15 +99,17 @@ extension TLSSocket {
             var cipher: [UInt8] = []
             while true {
                 let (step, outgoing) = read()
-                if outgoing { try await flush(limit) }
-                switch try step.get() {
-                case .data(let count): return count
-                case .end: return 0
-                case .needInput:
-                    if cipher.isEmpty { cipher = Self.cipherBuffer() }
-                    let n = try await socket.receive(into: &cipher, deadline: limit.end)
-                    feed(cipher, n)
+                guard case .success(.needInput) = step else {
+                    if outgoing { flushWithoutWaiting() }  // plaintext is in hand: never wait or fail for a send
+                    switch try step.get() {
+                    case .data(let count): return count
+                    case .end, .needInput: return 0
+                    }
                 }
+                if outgoing { try await flush(limit) }
+                if cipher.isEmpty { cipher = Self.cipherBuffer() }
+                let n = try await socket.receive(into: &cipher, deadline: limit.end)
+                feed(cipher, n)
             }
         } catch {
             throw limit.named(error, .receive, address: peer)
@@ -126,9 +128,11 @@ extension TLSSocket {
         var taken = 0
         do throws(SocketError) {
             try checkReady(.sendAll)
+            try await take(sending, .sendAll, limit)  // for the whole call: its pieces go together
+            defer { sending.release() }
             while taken < plain.count {
                 taken = try encrypt(plain, from: taken)
-                try await flush(limit)
+                try await sendQueued(limit)
             }
         } catch {
             throw sendError(limit.named(error, .sendAll, address: peer), taken: taken)
@@ -144,7 +148,10 @@ extension TLSSocket {
             let limit = Limit(start: .now, timeout: socket.timeout, deadline: deadline)
             do throws(SocketError) {
                 try checkReady(.shutdown)
-                if try closeNotify() { try await flush(limit) }
+                try await take(sending, .shutdown, limit)
+                defer { sending.release() }
+                try closeNotify()
+                try await sendQueued(limit)
             } catch {
                 throw limit.named(error, .shutdown, address: peer)
             }
@@ -162,11 +169,16 @@ extension TLSSocket {
     private nonisolated(nonsending) func flush(_ limit: Limit) async throws(SocketError) {
         try await take(sending, .send, limit)
         defer { sending.release() }
+        try await sendQueued(limit)
+    }
+
+    /// flush's body, the send turn held.
+    private nonisolated(nonsending) func sendQueued(_ limit: Limit) async throws(SocketError) {
         engine.withLock { e in Self.drain(e, into: &queued) }
         guard !queued.isEmpty else { return }
         do throws(SocketError) {
             try await socket.sendAll(queued, deadline: limit.end)
-            queued.removeAll(keepingCapacity: true)
+            queued.removeAll(keepingCapacity: queued.capacity <= 32_768)
         } catch {
             queued.removeFirst(min(error.bytesTransferred ?? 0, queued.count))
             throw error

@@ -253,15 +253,18 @@ public final class TLSSocket: @unchecked Sendable {
             var cipher: [UInt8] = []
             while true {
                 let (step, outgoing) = read()
-                if outgoing { try flush(limit) }  // a post-handshake reply (key update)
-                switch try step.get() {
-                case .data(let count): return count
-                case .end: return 0
-                case .needInput:
-                    if cipher.isEmpty { cipher = Self.cipherBuffer() }
-                    let n = try socket.receive(into: &cipher, deadline: limit.end)
-                    feed(cipher, n)
+                guard case .success(.needInput) = step else {
+                    // Plaintext (or the end, or an error) is in hand: never wait or fail for a send.
+                    if outgoing { flushWithoutWaiting() }
+                    switch try step.get() {
+                    case .data(let count): return count
+                    case .end, .needInput: return 0
+                    }
                 }
+                if outgoing { try flush(limit) }  // our reply (post-handshake) may be what the peer waits for
+                if cipher.isEmpty { cipher = Self.cipherBuffer() }
+                let n = try socket.receive(into: &cipher, deadline: limit.end)
+                feed(cipher, n)
             }
         } catch {
             throw limit.named(error, .receive, address: peer)
@@ -285,9 +288,11 @@ public final class TLSSocket: @unchecked Sendable {
         var taken = 0
         do throws(SocketError) {
             try checkReady(.sendAll)
+            try take(sending, .sendAll, limit)  // for the whole call: its pieces go together
+            defer { sending.release() }
             while taken < plain.count {
                 taken = try encrypt(plain, from: taken)
-                try flush(limit)
+                try sendQueued(limit)
             }
         } catch {
             throw sendError(limit.named(error, .sendAll, address: peer), taken: taken)
@@ -305,7 +310,12 @@ public final class TLSSocket: @unchecked Sendable {
             let limit = Limit(start: .now, timeout: socket.timeout, deadline: deadline)
             do throws(SocketError) {
                 try checkReady(.shutdown)
-                if try closeNotify() { try flush(limit) }
+                // In turn: a send under way finishes first, and a timed-out shutdown's
+                // close_notify goes with the next one.
+                try take(sending, .shutdown, limit)
+                defer { sending.release() }
+                try closeNotify()
+                try sendQueued(limit)
             } catch {
                 throw limit.named(error, .shutdown, address: peer)
             }
@@ -319,23 +329,18 @@ public final class TLSSocket: @unchecked Sendable {
     /// data sent). Idempotent, never blocks, from any thread.
     public func close() {
         if !socket.isClosed {
-            let outgoing = engine.withLock { e -> Bool in
-                guard e.handshakeDone, !e.sentClose else { return false }
-                e.sentClose = true
-                _ = cstls_shutdown(e.raw)
-                return Self.hasOutgoing(e)
+            let done = engine.withLock { e -> Bool in
+                if e.handshakeDone, !e.sentClose {
+                    e.sentClose = true
+                    _ = cstls_shutdown(e.raw)
+                }
+                return e.handshakeDone
             }
             // From here on nothing waits: one send and reads with MSG_DONTWAIT, never the
             // socket's timeout (changing it would reach other callers' next waits).
             // close_notify (after anything queued) only if no send is under way: never wait
             // for one, close() is what ends it.
-            if outgoing, sending.tryAcquire() {
-                engine.withLock { e in Self.drain(e, into: &queued) }
-                _ = try? socket.withUnsafeDescriptor { fd in
-                    queued.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_DONTWAIT) | CInt(MSG_NOSIGNAL)) }
-                }
-                sending.release()
-            }
+            if done { flushWithoutWaiting() }
             // Read away what has come and was never read (TLS 1.3 session tickets, most
             // often): a close(2) with unread data sends a reset, and the peer may then lose
             // what we sent last. Not while a receive is under way: close() ends it.
@@ -440,7 +445,7 @@ extension TLSSocket {
         if !done {
             throw SocketError(.invalidArgument, operation, detail: "the TLS handshake has not been done: call handshake() first")
         }
-        if sentClose && operation != .receive {
+        if sentClose && operation != .receive && operation != .shutdown {
             throw SocketError(.brokenPipe, operation, address: peer, detail: "sending was shut down (close_notify sent)")
         }
     }
@@ -478,9 +483,10 @@ extension TLSSocket {
     func read(into plain: UnsafeMutableRawBufferPointer) -> (Result<ReadStep, SocketError>, outgoing: Bool) {
         let (code, count, outgoing) = engine.withLock { e in
             var count: Int32 = 0
+            let before = cstls_outgoing(e.raw)  // a concurrent send's ciphertext is its own business
             let code = cstls_read(e.raw, plain.baseAddress, Int32(clamping: plain.count), &count)
             keepSession(e)  // TLS 1.3 tickets come after the handshake
-            return (code, Int(count), Self.hasOutgoing(e))
+            return (code, Int(count), cstls_outgoing(e.raw) > before)
         }
         switch Int(code) {
         case CSTLS_OK: return (.success(.data(count)), outgoing)
@@ -530,14 +536,13 @@ extension TLSSocket {
         return error.withCount(taken, detail: error.detail.map { "\(said): \($0)" } ?? said)
     }
 
-    /// `close_notify` into the engine, once; whether it made ciphertext to send.
-    func closeNotify() throws(SocketError) -> Bool {
-        try engine.withLock { e throws(SocketError) -> Bool in
-            guard !e.sentClose else { return false }
+    /// `close_notify` into the engine, once.
+    func closeNotify() throws(SocketError) {
+        try engine.withLock { e throws(SocketError) in
+            guard !e.sentClose else { return }
             e.sentClose = true
             let code = cstls_shutdown(e.raw)
             if Int(code) != CSTLS_OK { throw SocketError(.tlsProtocol, .shutdown, detail: "SSL_shutdown failed (\(code))") }
-            return Self.hasOutgoing(e)
         }
     }
 
@@ -546,11 +551,16 @@ extension TLSSocket {
     func flush(_ limit: Limit) throws(SocketError) {
         try take(sending, .send, limit)
         defer { sending.release() }
+        try sendQueued(limit)
+    }
+
+    /// flush's body, the send turn held.
+    func sendQueued(_ limit: Limit) throws(SocketError) {
         engine.withLock { e in Self.drain(e, into: &queued) }
         guard !queued.isEmpty else { return }
         do throws(SocketError) {
             try socket.sendAll(queued, deadline: limit.end)
-            queued.removeAll(keepingCapacity: true)
+            queued.removeAll(keepingCapacity: queued.capacity <= 32_768)  // a large send's room is not kept
         } catch {
             queued.removeFirst(min(error.bytesTransferred ?? 0, queued.count))
             throw error
@@ -558,6 +568,19 @@ extension TLSSocket {
     }
 
     static func hasOutgoing(_ e: Engine) -> Bool { cstls_outgoing(e.raw) > 0 }
+
+    /// If the send turn is free: what is queued and what the engine has made, sent with one
+    /// send that never waits; the rest stays queued (in order) for the next send. Never fails.
+    func flushWithoutWaiting() {
+        guard sending.tryAcquire() else { return }  // its holder, or the next send, sends it
+        defer { sending.release() }
+        engine.withLock { e in Self.drain(e, into: &queued) }
+        guard !queued.isEmpty else { return }
+        let n = (try? socket.withUnsafeDescriptor { fd in
+            queued.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_DONTWAIT) | CInt(MSG_NOSIGNAL)) }
+        }) ?? -1
+        if n > 0 { queued.removeFirst(n) }  // what went never goes again
+    }
 
     /// Appends the engine's ciphertext to `queue`.
     static func drain(_ e: Engine, into queue: inout [UInt8]) {

@@ -189,7 +189,8 @@ final class Parker: @unchecked Sendable {
             if left <= .zero { break }
             var now = timespec()
             clock_gettime(CLOCK_MONOTONIC, &now)
-            let (seconds, attoseconds) = left.components
+            var (seconds, attoseconds) = left.components
+            if seconds >= 86_400 { (seconds, attoseconds) = (86_400, 0) }  // a day at a time: the loop waits out the rest
             var nanoseconds = Int(now.tv_nsec) + Int(attoseconds / 1_000_000_000) + 1
             var wake = timespec(tv_sec: now.tv_sec + Int(seconds) + nanoseconds / 1_000_000_000, tv_nsec: 0)
             nanoseconds %= 1_000_000_000
