@@ -206,13 +206,7 @@ struct AsyncTLSTests {
     func sendTurnHasTheCallersLimit() async throws {
         let (listener, address) = try makeListener()
         defer { listener.close() }
-        let server = try TLSConfiguration.server(certificateChain: tlsFixture("good.pem"), privateKey: tlsFixture("good.key"))
-        let done = DispatchSemaphore(value: 0)
-        let serving = Background {
-            let tls = try serveOne(listener, server, bounded: true)
-            _ = done.wait(timeout: .now() + 30)  // never reads
-            tls.close()
-        }
+        let (serving, done) = try nonReadingTLSServer(listener)
         let tls = try tlsClient(address.port!, try trustingTestCA(), timeout: .never)
         try boundBuffers(tls.socket)
         try await tls.handshake()

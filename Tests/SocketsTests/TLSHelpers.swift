@@ -97,3 +97,16 @@ func tlsClient(_ port: UInt16, _ configuration: TLSConfiguration, name: String =
     return try TLSSocket(client: socket, configuration: configuration, serverName: name)
 }
 
+
+/// A TLS server on `listener` (64 KiB buffers) that handshakes and then never reads, so a
+/// client's sends fill the path; it closes when `release` is signalled (30 s at most).
+func nonReadingTLSServer(_ listener: Socket) throws -> (serving: Background<Void>, release: DispatchSemaphore) {
+    let server = try TLSConfiguration.server(certificateChain: tlsFixture("good.pem"), privateKey: tlsFixture("good.key"))
+    let release = DispatchSemaphore(value: 0)
+    let serving = Background {
+        let tls = try serveOne(listener, server, bounded: true)
+        _ = release.wait(timeout: .now() + 30)  // never reads
+        tls.close()
+    }
+    return (serving, release)
+}

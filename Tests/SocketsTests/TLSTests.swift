@@ -215,13 +215,7 @@ struct TLSTests {
     func closeDuringSend() throws {
         let (listener, address) = try makeListener()
         defer { listener.close() }
-        let server = try TLSConfiguration.server(certificateChain: tlsFixture("good.pem"), privateKey: tlsFixture("good.key"))
-        let done = DispatchSemaphore(value: 0)
-        let serving = Background {
-            let tls = try serveOne(listener, server, bounded: true)
-            _ = done.wait(timeout: .now() + 20)  // never reads
-            tls.close()
-        }
+        let (serving, done) = try nonReadingTLSServer(listener)
         let tls = try tlsClient(address.port!, try trustingTestCA(), timeout: .never)
         try boundBuffers(tls.socket)
         try tls.handshake()
