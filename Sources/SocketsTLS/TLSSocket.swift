@@ -274,10 +274,11 @@ public final class TLSSocket: @unchecked Sendable {
     /// Sends all of `bytes` as application data, within one limit for the call (the
     /// socket's ``/Sockets/Socket/sendAll(_:deadline:)-4c7go`` rules).
     ///
-    /// If the time runs out, TLS has taken the first `bytesTransferred` bytes (of the error):
-    /// what it made of them and could not send stays queued and goes first with the next
-    /// send, so the session stays usable (Go's breaks) and nothing is lost as long as you
-    /// send again (a ``close()`` drops it). Send the rest of `bytes` from there.
+    /// If the time runs out, TLS has taken the first `bytesTransferred` bytes (of the error;
+    /// nil if the call never had its turn behind another send): what it made of them and
+    /// could not send stays queued and goes first with the next send, so the session stays
+    /// usable (Go's breaks) and nothing is lost as long as you send again (``close()`` sends
+    /// what it can without waiting and drops the rest). Send the rest of `bytes` from there.
     ///
     /// - Throws: ``/Sockets/SocketError`` — as a socket's sendAll; `.invalidArgument` before the
     ///   handshake, `.brokenPipe` after ``shutdown(_:deadline:)-3r3nz``.
