@@ -36,70 +36,61 @@ enum KeepOpenConnection: Sendable {
 }
 
 /// What `Relay` sends on and receives from: a socket, or TLS over one.
-enum RelayConnection: Sendable {
-    case plain(Socket)
-    case tls(TLSSocket, PeerVerdict)
-
-    static func tls(_ tls: TLSSocket) -> RelayConnection { .tls(tls, PeerVerdict()) }
-
+final class RelayConnection: Sendable {
     /// The socket underneath (addresses, `SIOCOUTQ`, its type).
-    var socket: Socket {
-        switch self {
-        case .plain(let socket): socket
-        case .tls(let tls, _): tls.socket
-        }
+    let socket: Socket
+    /// TLS over `socket`, if the session is TLS.
+    private let tls: TLSSocket?
+    /// How the receiving side ended, for the sending side (TLS only).
+    private let verdict = PeerVerdict()
+
+    private init(socket: Socket, tls: TLSSocket?) {
+        self.socket = socket
+        self.tls = tls
     }
+
+    static func plain(_ socket: Socket) -> RelayConnection { RelayConnection(socket: socket, tls: nil) }
+    static func tls(_ tls: TLSSocket) -> RelayConnection { RelayConnection(socket: tls.socket, tls: tls) }
 
     /// Sends some of `bytes` (a socket), or all of them (TLS: a record is all or nothing to
     /// the caller); the count sent.
     func send(_ bytes: ArraySlice<UInt8>) throws(SocketError) -> Int {
-        switch self {
-        case .plain(let socket):
-            return try socket.send(bytes)
-        case .tls(let tls, let verdict):
-            do throws(SocketError) {
-                try tls.sendAll(bytes)
-            } catch where error.kind == .connectionReset || error.kind == .brokenPipe {
-                // A peer that refuses the session says why in an alert, then closes; the
-                // send may see the close first. TLS 1.3's client certificate refusal comes
-                // so (`certificate required`): the receive that reads the alert says it.
-                if let why = verdict.wait(upTo: .milliseconds(500)), why.isTLSRefusal { throw why }
-                throw error
+        guard let tls else { return try socket.send(bytes) }
+        do throws(SocketError) {
+            try tls.sendAll(bytes)
+        } catch {
+            // A peer that refuses the session says why in an alert, then closes; the send may
+            // see the close first. TLS 1.3's client certificate refusal comes so
+            // (`certificate required`): the receive that reads the alert says it.
+            if error.kind == .connectionReset || error.kind == .brokenPipe,
+               let why = verdict.wait(upTo: .milliseconds(500)), why.isTLSRefusal {
+                throw why
             }
-            return bytes.count
+            throw error
         }
+        return bytes.count
     }
 
     func receive(upTo maxCount: Int) throws(SocketError) -> [UInt8] {
-        switch self {
-        case .plain(let socket):
-            return try socket.receive(upTo: maxCount)
-        case .tls(let tls, let verdict):
-            do throws(SocketError) {
-                let chunk = try tls.receive(upTo: maxCount)
-                if chunk.isEmpty { verdict.tell(nil) }
-                return chunk
-            } catch {
-                verdict.tell(error)
-                throw error
-            }
+        guard let tls else { return try socket.receive(upTo: maxCount) }
+        do throws(SocketError) {
+            let chunk = try tls.receive(upTo: maxCount)
+            if chunk.isEmpty { verdict.tell(nil) }
+            return chunk
+        } catch {
+            verdict.tell(error)
+            throw error
         }
     }
 
     /// The half-close: a TCP FIN, or for TLS `close_notify` and then the FIN.
     func shutdownWrite() throws(SocketError) {
-        switch self {
-        case .plain(let socket): try socket.shutdown(.write)
-        case .tls(let tls, _): try tls.shutdown(.write)
-        }
+        if let tls { try tls.shutdown(.write) } else { try socket.shutdown(.write) }
     }
 
     /// Ends every wait on it, from any thread.
     func close() {
-        switch self {
-        case .plain(let socket): socket.close()
-        case .tls(let tls, _): tls.close()
-        }
+        if let tls { tls.close() } else { socket.close() }
     }
 }
 
