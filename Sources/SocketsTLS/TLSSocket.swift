@@ -330,18 +330,14 @@ public final class TLSSocket: @unchecked Sendable {
     /// data sent). Idempotent, never blocks, from any thread.
     public func close() {
         if !socket.isClosed {
-            let done = engine.withLock { e -> Bool in
-                if e.handshakeDone, !e.sentClose {
-                    e.sentClose = true
-                    _ = cstls_shutdown(e.raw)
-                }
-                return e.handshakeDone
-            }
             // From here on nothing waits: one send and reads with MSG_DONTWAIT, never the
             // socket's timeout (changing it would reach other callers' next waits).
             // close_notify (after anything queued) only if no send is under way: never wait
             // for one, close() is what ends it.
-            if done { flushWithoutWaiting() }
+            if engine.withLock({ $0.handshakeDone }) {
+                try? closeNotify()  // once: a shutdown(.write) may have made it already
+                flushWithoutWaiting()
+            }
             // Read away what has come and was never read (TLS 1.3 session tickets, most
             // often): a close(2) with unread data sends a reset, and the peer may then lose
             // what we sent last. Not while a receive is under way: close() ends it.
@@ -610,6 +606,9 @@ extension TLSSocket {
             return SocketError(.certificateRejected, operation, address: peer, detail: why)
         }
         guard let error else {
+            if Int(code) == CSTLS_ZERO_RETURN {  // a write after the peer ended the session (close_notify or an alert another call read)
+                return SocketError(.brokenPipe, operation, address: peer, detail: "the peer has ended the TLS session")
+            }
             return SocketError(.tlsProtocol, operation, address: peer, detail: "TLS failed (SSL_get_error \(code))")
         }
         // OpenSSL reports an alert received as reason 1000 + its number.
@@ -620,8 +619,6 @@ extension TLSSocket {
         switch error.reason {
         case 267, 156, 155, 198, 150:  // wrong version number, HTTP(S) request, packet length too long, record too long
             return SocketError(.tlsProtocol, operation, address: peer, detail: "the peer is not speaking TLS (\(error.text))")
-        case 294:
-            return SocketError(.tlsProtocol, operation, address: peer, detail: "unexpected eof: \(error.text)")
         default:
             return SocketError(.tlsProtocol, operation, address: peer, detail: error.text)
         }
