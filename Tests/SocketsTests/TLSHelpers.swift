@@ -110,3 +110,14 @@ func nonReadingTLSServer(_ listener: Socket) throws -> (serving: Background<Void
     }
     return (serving, release)
 }
+
+/// Everything `tls` receives until the peer ends the session (each receive within the
+/// socket's timeout).
+func receiveUntilEnd(_ tls: TLSSocket) throws -> [UInt8] {
+    var all: [UInt8] = []
+    while true {
+        let chunk = try tls.receive(upTo: 65_536)
+        if chunk.isEmpty { return all }
+        all += chunk
+    }
+}

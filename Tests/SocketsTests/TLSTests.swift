@@ -185,12 +185,7 @@ struct TLSTests {
             let tls = try serveOne(listener, server, bounded: true)
             defer { tls.close() }
             guard startReading.wait(timeout: .now() + 20) == .success else { throw TestFailure("never told to read") }
-            var all: [UInt8] = []
-            while true {
-                let chunk = try tls.receive(upTo: 65_536)
-                if chunk.isEmpty { return all }
-                all += chunk
-            }
+            return try receiveUntilEnd(tls)
         }
         let tls = try tlsClient(address.port!, try trustingTestCA())
         try boundBuffers(tls.socket)

@@ -131,12 +131,7 @@ struct OverlappingCallerTests {
             try tls.sendAll(Array("hello".utf8))
             try tls.sendAll(Array("world".utf8))  // a second record
             guard go.wait(timeout: .now() + 20) == .success else { throw TestFailure("never told to read") }
-            var total = 0
-            while true {
-                let chunk = try tls.receive(upTo: 65_536)
-                if chunk.isEmpty { return total }
-                total += chunk.count
-            }
+            return try receiveUntilEnd(tls).count
         }
     }
 
@@ -258,12 +253,7 @@ struct OverlappingCallerTests {
         let serving = Background { () -> [UInt8] in
             let tls = try serveOne(listener, configuration, bounded: true)
             defer { tls.close() }
-            var all: [UInt8] = []
-            while true {
-                let chunk = try tls.receive(upTo: 65_536)
-                if chunk.isEmpty { return all }
-                all += chunk
-            }
+            return try receiveUntilEnd(tls)
         }
         let tls = try tlsClient(address.port!, try trustingTestCA())
         try boundBuffers(tls.socket)
@@ -292,12 +282,7 @@ struct OverlappingCallerTests {
             let tls = try serveOne(listener, configuration, bounded: true)
             defer { tls.close() }
             guard go.wait(timeout: .now() + 20) == .success else { throw TestFailure("never told to read") }
-            var total = 0
-            while true {
-                let chunk = try tls.receive(upTo: 65_536)
-                if chunk.isEmpty { return total }
-                total += chunk.count
-            }
+            return try receiveUntilEnd(tls).count
         }
         let tls = try tlsClient(address.port!, try trustingTestCA())
         try boundBuffers(tls.socket)

@@ -54,6 +54,14 @@ def relay(src, dst, per_byte_delay=0.0, limit=None):
     except OSError:
         pass
 
+def echo_until_end(s):
+    """Sends back what `s` reads, until the end of its stream."""
+    while True:
+        data = s.recv(65536)
+        if not data:
+            break
+        s.sendall(data)
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "client":
@@ -90,11 +98,7 @@ def main():
             try:
                 with ctx.wrap_socket(conn, server_side=True) as s:
                     print("resumed" if s.session_reused else "full", s.version(), names[0] if names else None, flush=True)
-                    while True:
-                        data = s.recv(65536)
-                        if not data:
-                            break
-                        s.sendall(data)
+                    echo_until_end(s)
             except (ssl.SSLError, OSError) as e:
                 print("server:", e, file=sys.stderr, flush=True)
         return
@@ -123,11 +127,7 @@ def main():
             ctx.load_verify_locations(args[2])
         try:
             with ctx.wrap_socket(conn, server_side=True) as s:
-                while True:
-                    data = s.recv(65536)
-                    if not data:
-                        break
-                    s.sendall(data)
+                echo_until_end(s)
         except (ssl.SSLError, OSError) as e:
             print("server:", e, file=sys.stderr, flush=True)
     elif mode == "collect":
